@@ -1,0 +1,22 @@
+//! Capture: what a model computes inside, for one prompt at a time.
+//!
+//! This is the seam between llama.cpp and the rest of the engine. Everything
+//! outside this module sees plain Rust types: a [`CaptureRequest`] says what to
+//! keep, an [`Activations`] holds what was kept. Only `llama.rs` touches FFI.
+//!
+//! Reductions happen while the model runs (inside llama.cpp's tensor
+//! callback): pooling hidden states over token sets, and summing attention over
+//! key spans. A request that only wants summaries therefore costs memory in
+//! proportion to layers × heads × spans, never layers × heads × tokens².
+
+mod llama;
+mod observer;
+mod request;
+mod session;
+
+pub use llama::{llama_build_info, FlashAttention, GgufSummary};
+pub use request::{
+    Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, F32Array,
+    HiddenRequest, Pooling,
+};
+pub use session::{CaptureError, ContextOptions, Model, ModelInfo, ModelOptions, Session};

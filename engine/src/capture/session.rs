@@ -1,0 +1,470 @@
+//! Loading a model and running prompts through one reusable context.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::llama::{self, FlashAttention, LlamaContext, LlamaModel, RawContextParams};
+use super::observer::{CaptureObserver, Dims, Recompute};
+use super::request::{Activations, AttentionPath, CaptureRequest, F32Array, HiddenRequest};
+
+/// Everything that can go wrong between a model path and captured numbers.
+/// Each message names the thing and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("model file `{path}` does not exist{hint}")]
+    ModelNotFound { path: PathBuf, hint: String },
+    #[error("model path `{0}` is a directory, not a file: pass the .gguf file inside it with --model")]
+    ModelIsDirectory(PathBuf),
+    #[error("cannot read model file `{path}`: {source}")]
+    ModelUnreadable { path: PathBuf, source: std::io::Error },
+    #[error("model file `{path}` is not a GGUF file ({found}): pass a .gguf model with --model (convert other formats with llama.cpp's convert_hf_to_gguf.py)")]
+    NotGguf { path: PathBuf, found: String },
+    #[error("model file `{path}` has a damaged GGUF header ({reason}): download the model again")]
+    CorruptGguf { path: PathBuf, reason: String },
+    #[error("model file `{path}` is truncated: it has {len} bytes but its header lists tensors up to byte {expected}; the download or copy was cut short, fetch it again")]
+    TruncatedGguf { path: PathBuf, len: u64, expected: u64 },
+    #[error("model file `{path}` uses the architecture `{architecture}`, which this llama.cpp build (llama-cpp-sys-2 {version}) cannot run: use a model of a supported architecture, or an engine built on a newer llama.cpp")]
+    UnsupportedArchitecture { path: PathBuf, architecture: String, version: &'static str },
+    #[error("llama.cpp could not load `{path}`: {reason}")]
+    LoadFailed { path: PathBuf, reason: String },
+    #[error("llama.cpp could not create a context of {n_ctx} tokens: {reason}; try a smaller --ctx-size")]
+    ContextFailed { n_ctx: u32, reason: String },
+    #[error("--n-gpu-layers {0} asks for GPU offload, but this engine was built without GPU support: rebuild with `--features cuda`, or drop the flag")]
+    NoGpuSupport(i32),
+    #[error("the prompt is empty: give some text with --prompt or --prompt-file")]
+    EmptyPrompt,
+    #[error("the prompt is {tokens} tokens long but the context holds {n_ctx}: pass a larger --ctx-size (at most the model's {n_ctx_train}) or shorten the prompt")]
+    PromptTooLong { tokens: usize, n_ctx: usize, n_ctx_train: usize },
+    #[error("could not tokenize the prompt: {0}")]
+    Tokenize(String),
+    #[error("the capture request does not fit the prompt: {0}")]
+    BadRequest(String),
+    #[error("recomputed attention is only verified for the llama-like architectures {supported:?}, and this model is `{architecture}`: pass --flash-attn off to read llama.cpp's attention directly")]
+    RecomputeUnsupported { architecture: String, supported: &'static [&'static str] },
+    #[error("llama.cpp failed while running the prompt: {0}")]
+    Decode(String),
+}
+
+impl CaptureError {
+    /// Whether the error is the user's input (exit code 2) rather than a fault.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, CaptureError::Decode(_) | CaptureError::ContextFailed { .. })
+    }
+}
+
+/// Architectures whose attention is plain causal softmax(q·k·scale) with the
+/// RoPE'd `Qcur`/`Kcur` as inputs, so that the recomputed path is exact.
+/// Others (soft-capping, ALiBi, sliding windows, QK-norm after RoPE) need the
+/// materialized path.
+const RECOMPUTE_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "granite"];
+
+/// Where and how to load a model.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    pub path: PathBuf,
+    /// Layers to offload to the GPU (0 = CPU only, -1 = all).
+    pub n_gpu_layers: i32,
+}
+
+/// What a loaded model is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub file_len: u64,
+    pub gguf_version: u32,
+    pub architecture: String,
+    pub description: String,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub n_vocab: usize,
+    pub n_ctx_train: usize,
+    pub adds_bos: bool,
+}
+
+/// A loaded model.
+#[derive(Debug)]
+pub struct Model {
+    inner: LlamaModel,
+    info: ModelInfo,
+    attention_scale: Option<f32>,
+}
+
+impl Model {
+    /// Checks the file, then loads it with llama.cpp.
+    pub fn load(options: &ModelOptions) -> Result<Model, CaptureError> {
+        let path = options.path.clone();
+        if options.n_gpu_layers != 0 && !llama::supports_gpu_offload() {
+            return Err(CaptureError::NoGpuSupport(options.n_gpu_layers));
+        }
+        let summary = check_gguf_file(&path)?;
+        let file_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let inner = LlamaModel::load(&path, options.n_gpu_layers).map_err(|problems| {
+            let unknown_arch = problems.iter().any(|p| p.contains("unknown model architecture"));
+            match (&summary.architecture, unknown_arch) {
+                (Some(architecture), true) => CaptureError::UnsupportedArchitecture {
+                    path: path.clone(),
+                    architecture: architecture.clone(),
+                    version: llama::LLAMA_SYS_VERSION,
+                },
+                _ => CaptureError::LoadFailed {
+                    path: path.clone(),
+                    reason: problems.last().cloned().unwrap_or_else(|| "no reason given (run with -v for llama.cpp's log)".into()),
+                },
+            }
+        })?;
+        let dims = inner.dims();
+        let architecture = summary.architecture.clone().unwrap_or_else(|| "unknown".to_string());
+        let attention_scale = inner
+            .meta(&format!("{architecture}.attention.scale"))
+            .and_then(|s| s.trim().parse::<f32>().ok())
+            .filter(|&s| s != 0.0);
+        let info = ModelInfo {
+            path,
+            file_len,
+            gguf_version: summary.version,
+            description: inner.description(),
+            architecture,
+            n_layer: dims.n_layer,
+            n_embd: dims.n_embd,
+            n_head: dims.n_head,
+            n_head_kv: dims.n_head_kv,
+            n_vocab: dims.n_vocab,
+            n_ctx_train: dims.n_ctx_train,
+            adds_bos: dims.add_bos,
+        };
+        Ok(Model { inner, info, attention_scale })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Tokenizes text as the model expects (its own BOS rule). With
+    /// `parse_special`, text such as `<|im_start|>` becomes special tokens.
+    pub fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<i32>, CaptureError> {
+        if text.is_empty() {
+            return Err(CaptureError::EmptyPrompt);
+        }
+        self.inner.tokenize(text, true, parse_special).map_err(CaptureError::Tokenize)
+    }
+
+    /// The raw bytes of a token (may hold part of a UTF-8 character).
+    pub fn token_bytes(&self, token: i32) -> Vec<u8> {
+        self.inner.token_bytes(token)
+    }
+
+    /// A token's text, with invalid UTF-8 replaced.
+    pub fn token_text(&self, token: i32) -> String {
+        String::from_utf8_lossy(&self.inner.token_bytes(token)).into_owned()
+    }
+
+    /// The text of a token sequence (bytes joined before decoding UTF-8, so
+    /// characters split across tokens come out whole).
+    pub fn detokenize(&self, tokens: &[i32]) -> String {
+        let bytes: Vec<u8> = tokens.iter().flat_map(|&t| self.inner.token_bytes(t)).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub fn is_end_of_generation(&self, token: i32) -> bool {
+        self.inner.is_end_of_generation(token)
+    }
+
+    fn recompute_check(&self) -> Result<(), CaptureError> {
+        if RECOMPUTE_ARCHITECTURES.contains(&self.info.architecture.as_str()) {
+            Ok(())
+        } else {
+            Err(CaptureError::RecomputeUnsupported {
+                architecture: self.info.architecture.clone(),
+                supported: RECOMPUTE_ARCHITECTURES,
+            })
+        }
+    }
+}
+
+/// Checks that `path` is a complete GGUF file before llama.cpp sees it, so
+/// that each problem gets its own clear message.
+fn check_gguf_file(path: &Path) -> Result<llama::GgufSummary, CaptureError> {
+    let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => CaptureError::ModelNotFound { path: path.to_path_buf(), hint: String::new() },
+        _ => CaptureError::ModelUnreadable { path: path.to_path_buf(), source },
+    })?;
+    if meta.is_dir() {
+        return Err(CaptureError::ModelIsDirectory(path.to_path_buf()));
+    }
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path)
+        .map_err(|source| CaptureError::ModelUnreadable { path: path.to_path_buf(), source })?;
+    let n = read_up_to(&mut file, &mut magic)
+        .map_err(|source| CaptureError::ModelUnreadable { path: path.to_path_buf(), source })?;
+    if n < 4 || &magic != b"GGUF" {
+        let found = match n {
+            0 => "the file is empty".to_string(),
+            1..=3 => format!("the file has only {n} bytes"),
+            _ => format!("it starts with {:?}, not \"GGUF\"", String::from_utf8_lossy(&magic)),
+        };
+        return Err(CaptureError::NotGguf { path: path.to_path_buf(), found });
+    }
+    let summary = llama::read_gguf_summary(path).map_err(|problems| CaptureError::CorruptGguf {
+        path: path.to_path_buf(),
+        reason: problems
+            .iter()
+            .rev()
+            .find(|p| !p.contains("failed to read"))
+            .or(problems.last())
+            .cloned()
+            .unwrap_or_else(|| "it could not be parsed".into()),
+    })?;
+    if meta.len() < summary.expected_len {
+        return Err(CaptureError::TruncatedGguf { path: path.to_path_buf(), len: meta.len(), expected: summary.expected_len });
+    }
+    Ok(summary)
+}
+
+fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// How to create a [`Session`].
+#[derive(Debug, Clone)]
+pub struct ContextOptions {
+    /// Tokens the context holds; also the largest prompt.
+    pub n_ctx: u32,
+    /// CPU threads (0 = all cores).
+    pub threads: usize,
+    pub flash_attention: FlashAttention,
+    /// Also compute llama.cpp's embeddings output (for checking the capture).
+    pub embeddings: bool,
+    /// How to obtain attention; `None` picks the materialized path when flash
+    /// attention is off and the recomputed one otherwise.
+    pub attention_path: Option<AttentionPath>,
+    /// Install llama.cpp's tensor callback (needed for any capture). Off only
+    /// for baseline timings.
+    pub with_callback: bool,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        ContextOptions {
+            n_ctx: 2048,
+            threads: 0,
+            flash_attention: FlashAttention::Auto,
+            embeddings: false,
+            attention_path: None,
+            with_callback: true,
+        }
+    }
+}
+
+/// One context that runs many prompts, one after the other. Clearing the KV
+/// cache between prompts gives bit-identical results to a fresh context, at
+/// a fraction of the cost of creating one.
+#[derive(Debug)]
+pub struct Session<'m> {
+    model: &'m Model,
+    ctx: LlamaContext<'m>,
+    options: ContextOptions,
+    /// Tokens now in the KV cache (after a capture or a generation step).
+    position: usize,
+    last_logits: Vec<f32>,
+}
+
+impl<'m> Session<'m> {
+    pub fn new(model: &'m Model, options: ContextOptions) -> Result<Self, CaptureError> {
+        let n_ctx_train = model.info.n_ctx_train.max(1);
+        if options.n_ctx == 0 || options.n_ctx as usize > n_ctx_train {
+            return Err(CaptureError::BadRequest(format!(
+                "--ctx-size {} is out of range: it must be between 1 and the model's training context, {n_ctx_train}",
+                options.n_ctx
+            )));
+        }
+        let threads = if options.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            options.threads
+        };
+        let params = RawContextParams {
+            n_ctx: options.n_ctx,
+            n_threads: threads as i32,
+            flash_attention: options.flash_attention,
+            embeddings: options.embeddings,
+            with_callback: options.with_callback,
+        };
+        let ctx = LlamaContext::new(&model.inner, params).map_err(|problems| CaptureError::ContextFailed {
+            n_ctx: options.n_ctx,
+            reason: problems.last().cloned().unwrap_or_else(|| "no reason given".into()),
+        })?;
+        Ok(Session { model, ctx, options, position: 0, last_logits: Vec::new() })
+    }
+
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.ctx.n_ctx()
+    }
+
+    /// The attention path this session uses.
+    pub fn attention_path(&self) -> AttentionPath {
+        self.options.attention_path.unwrap_or(match self.options.flash_attention {
+            FlashAttention::Off => AttentionPath::Materialized,
+            FlashAttention::On | FlashAttention::Auto => AttentionPath::Recomputed,
+        })
+    }
+
+    /// Tokenizes and captures `text`.
+    pub fn capture_text(&mut self, text: &str, request: &CaptureRequest) -> Result<Activations, CaptureError> {
+        let tokens = self.model.tokenize(text, false)?;
+        self.capture(&tokens, request)
+    }
+
+    /// Runs `tokens` from an empty cache and returns what `request` asks for.
+    /// Afterwards the cache holds the prompt, so [`Session::continue_greedy`]
+    /// can generate the answer without running the prompt again.
+    pub fn capture(&mut self, tokens: &[i32], request: &CaptureRequest) -> Result<Activations, CaptureError> {
+        let n = tokens.len();
+        self.validate(tokens, request)?;
+        let info = &self.model.info;
+        let path = self.attention_path();
+        if request.attention.is_some() && path == AttentionPath::Recomputed {
+            self.model.recompute_check()?;
+        }
+        let outputs = output_mask(n, request);
+        let dims = Dims { n_layer: info.n_layer, n_embd: info.n_embd, n_head: info.n_head, n_tokens: n };
+        let recompute = Recompute { kq_scale: self.model.attention_scale, round_to_f16: true };
+        if !self.options.with_callback && *request != CaptureRequest::default() {
+            return Err(CaptureError::BadRequest("this session was created without the tensor callback".into()));
+        }
+        let mut observer = CaptureObserver::new(request, dims, path, recompute, &outputs);
+        self.ctx.clear();
+        self.position = 0;
+        // A request for nothing but logits runs without observer: the
+        // callback then declines every node at once.
+        let wants_nothing = *request == CaptureRequest::default();
+        let observer_ref: Option<&mut dyn super::llama::GraphObserver> =
+            if wants_nothing { None } else { Some(&mut observer) };
+        self.ctx.decode(tokens, 0, &outputs, observer_ref).map_err(CaptureError::Decode)?;
+        self.position = n;
+        let (hidden, attention, final_norm) = observer.finish().map_err(CaptureError::Decode)?;
+        let logits_last = self
+            .ctx
+            .logits(-1)
+            .ok_or_else(|| CaptureError::Decode("llama.cpp returned no logits for the last token".into()))?
+            .to_vec();
+        let logits_all = if request.all_logits {
+            let mut all = F32Array::zeros(&[n, info.n_vocab]);
+            for i in 0..n {
+                let row = self
+                    .ctx
+                    .logits(i as i32)
+                    .ok_or_else(|| CaptureError::Decode(format!("llama.cpp returned no logits for token {i}")))?;
+                all.data[i * info.n_vocab..(i + 1) * info.n_vocab].copy_from_slice(row);
+            }
+            Some(all)
+        } else {
+            None
+        };
+        self.last_logits = logits_last.clone();
+        Ok(Activations { tokens: tokens.to_vec(), hidden, attention, final_norm, logits_last, logits_all })
+    }
+
+    /// llama.cpp's own embeddings output (final norm) for token `i` of the
+    /// last capture; only with `embeddings: true`.
+    pub fn llama_embeddings(&self, i: usize) -> Option<Vec<f32>> {
+        self.ctx.embeddings(i as i32).map(<[f32]>::to_vec)
+    }
+
+    /// Greedy-generates up to `max_new` tokens after the last capture, from
+    /// its cache (the prompt is not run again). Stops at an end-of-generation
+    /// token, which is not returned.
+    pub fn continue_greedy(&mut self, max_new: usize) -> Result<Vec<i32>, CaptureError> {
+        if self.last_logits.is_empty() {
+            return Err(CaptureError::BadRequest("generation needs a captured prompt first".into()));
+        }
+        let mut generated = Vec::new();
+        for _ in 0..max_new {
+            let next = argmax(&self.last_logits);
+            if self.model.is_end_of_generation(next) || self.position >= self.n_ctx() {
+                break;
+            }
+            generated.push(next);
+            self.ctx.decode(&[next], self.position, &[true], None).map_err(CaptureError::Decode)?;
+            self.position += 1;
+            self.last_logits = self
+                .ctx
+                .logits(-1)
+                .ok_or_else(|| CaptureError::Decode("llama.cpp returned no logits while generating".into()))?
+                .to_vec();
+        }
+        Ok(generated)
+    }
+
+    fn validate(&self, tokens: &[i32], request: &CaptureRequest) -> Result<(), CaptureError> {
+        let n = tokens.len();
+        if n == 0 {
+            return Err(CaptureError::EmptyPrompt);
+        }
+        if n > self.n_ctx() {
+            return Err(CaptureError::PromptTooLong { tokens: n, n_ctx: self.n_ctx(), n_ctx_train: self.model.info.n_ctx_train });
+        }
+        let bad = |what: String| Err(CaptureError::BadRequest(what));
+        if let HiddenRequest::Pooled(pools) = &request.hidden {
+            for pool in pools {
+                let r = pool.positions();
+                if r.is_empty() || r.end > n {
+                    return bad(format!("pooling {pool:?} must cover at least one of the prompt's {n} tokens"));
+                }
+            }
+        }
+        if let Some(attention) = &request.attention {
+            if attention.queries.is_empty() {
+                return bad("attention needs at least one query token".into());
+            }
+            if let Some(q) = attention.queries.iter().find(|&&q| q >= n) {
+                return bad(format!("query token {q} is past the prompt's {n} tokens"));
+            }
+            if let super::AttentionKeep::SpanMass(spans) = &attention.keep {
+                if let Some(s) = spans.iter().find(|s| s.start > s.end || s.end > n) {
+                    return bad(format!("key span {s:?} is outside the prompt's {n} tokens"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tokens whose last-block rows (and logits) llama.cpp must compute: all of
+/// them when every token is wanted, else the pooled positions and the last.
+fn output_mask(n: usize, request: &CaptureRequest) -> Vec<bool> {
+    if request.all_logits || request.final_norm || request.hidden == HiddenRequest::All {
+        return vec![true; n];
+    }
+    let mut outputs = vec![false; n];
+    outputs[n - 1] = true;
+    if let HiddenRequest::Pooled(pools) = &request.hidden {
+        for pool in pools {
+            outputs[pool.positions()].iter_mut().for_each(|o| *o = true);
+        }
+    }
+    outputs
+}
+
+/// The index of the largest logit (the lowest index on ties).
+pub(crate) fn argmax(logits: &[f32]) -> i32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as i32
+}

@@ -1,0 +1,158 @@
+//! Command-line arguments (clap derive; the doc comments are the help text)
+//! and the dispatch from a parsed command to the library.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::capture::{CaptureError, ContextOptions, FlashAttention, ModelOptions};
+use crate::commands;
+
+/// Study how in-context learning changes a language model's insides.
+///
+/// Runs a GGUF model through llama.cpp and captures, for every layer, the
+/// hidden states and attention it computes.
+#[derive(Debug, Parser)]
+#[command(name = "engine", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// More log output (-v: progress, -vv: llama.cpp's own log).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one prompt and save every layer's hidden states (and optionally
+    /// attention) as a NumPy .npz file; prints the most likely next tokens.
+    Capture(CaptureArgs),
+    /// Time a bare forward pass against the reduced and the full capture on
+    /// prompts of given lengths, and print the ratios and peak memory.
+    Bench(BenchArgs),
+}
+
+/// Which model to run and how.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A GGUF model file. Default: the SmolLM2-135M-Instruct model fetched by
+    /// `bash scripts/fetch-model.sh` (or the file named by $ENGINE_MODEL).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Layers to offload to the GPU (needs a build with `--features cuda`;
+    /// -1 offloads all).
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+    pub n_gpu_layers: i32,
+    /// CPU threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Context size in tokens (default: just enough for the prompt).
+    #[arg(long, value_name = "TOKENS")]
+    pub ctx_size: Option<u32>,
+    /// llama.cpp's fused flash-attention kernel. `off` is needed to read
+    /// llama.cpp's own attention probabilities; with `on` or `auto` the engine
+    /// recomputes them from the queries and keys.
+    #[arg(long, value_enum, default_value_t = FlashAttention::Auto)]
+    pub flash_attn: FlashAttention,
+}
+
+impl ModelArgs {
+    pub fn model_options(&self) -> Result<ModelOptions, CaptureError> {
+        Ok(ModelOptions { path: crate::default_model::resolve(self.model.as_deref())?, n_gpu_layers: self.n_gpu_layers })
+    }
+
+    /// Context options for prompts of at most `longest` tokens.
+    pub fn context_options(&self, longest: usize, n_ctx_train: usize) -> ContextOptions {
+        // The context is the batch: llama.cpp aborts the process on a prompt
+        // longer than the batch, so size it from the prompt (rounded up to
+        // llama.cpp's KV padding of 256) unless the user chose.
+        let auto = longest.div_ceil(256).max(1) * 256;
+        let n_ctx = self.ctx_size.unwrap_or_else(|| auto.min(n_ctx_train.max(1)).max(longest.min(n_ctx_train)) as u32);
+        ContextOptions {
+            n_ctx,
+            threads: self.threads.unwrap_or(0),
+            flash_attention: self.flash_attn,
+            ..ContextOptions::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt text.
+    #[arg(long, value_name = "TEXT", conflicts_with = "prompt_file", required_unless_present = "prompt_file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a UTF-8 text file (used as is, final newline included).
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+    /// Where to write the .npz file. Without it, only the next tokens are printed.
+    #[arg(long, value_name = "FILE.npz")]
+    pub out: Option<PathBuf>,
+    /// Also save attention probabilities, `[layers, heads, tokens, tokens]`.
+    /// With --flash-attn auto this reads llama.cpp's own softmax (flash
+    /// attention is turned off for the run).
+    #[arg(long)]
+    pub attention: bool,
+    /// Turn special-token text such as `<|im_start|>` into special tokens.
+    #[arg(long)]
+    pub parse_special: bool,
+    /// How many of the most likely next tokens to print.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt lengths in tokens.
+    #[arg(long, value_name = "N,N", value_delimiter = ',', default_values_t = [100usize, 500])]
+    pub tokens: Vec<usize>,
+    /// Timed runs per measurement; the minimum is reported (the machine is noisy).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub repeats: usize,
+}
+
+/// A problem with what the user asked for (exit code 2), outside the capture.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Capture(args) => commands::capture::run(&args, cli.quiet),
+        Command::Bench(args) => commands::bench::run(&args),
+    }
+}
+
+/// The process exit code for an error: 2 when the input was at fault.
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    let bad_input = error.chain().any(|cause| {
+        cause.downcast_ref::<BadInput>().is_some()
+            || cause.downcast_ref::<CaptureError>().is_some_and(CaptureError::is_bad_input)
+    });
+    if bad_input {
+        2
+    } else {
+        1
+    }
+}
+
+/// Sets up logging: warnings only by default, more with -v, errors with -q.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let filter = match (quiet, verbose) {
+        (true, _) => "error,llama.cpp=off",
+        (false, 0) => "warn,llama.cpp=off",
+        (false, 1) => "info,llama.cpp=off",
+        (false, 2) => "debug,llama.cpp=debug",
+        _ => "trace,llama.cpp=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENGINE_LOG").unwrap_or_else(|_| filter.into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}

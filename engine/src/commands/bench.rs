@@ -1,0 +1,1 @@
+pub(crate) fn run(_: &crate::cli::BenchArgs) -> anyhow::Result<()> { Ok(()) }

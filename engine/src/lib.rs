@@ -1,0 +1,11 @@
+//! The engine: runs GGUF models through llama.cpp, captures what they compute
+//! inside, and (in later stages) analyses and publishes it.
+//!
+//! Data flows one way: `capture` → `analysis` → `bundle` → `report`.
+
+pub mod atomic;
+pub mod capture;
+pub mod cli;
+mod commands;
+pub mod default_model;
+pub mod npz;

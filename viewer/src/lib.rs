@@ -1,0 +1,1 @@
+//! The bundle format and charts shared by the engine and the browser viewer.
