@@ -28,16 +28,18 @@ pub fn resolve(given: Option<&Path>) -> Result<PathBuf, CaptureError> {
         return Ok(path.to_path_buf());
     }
     let candidates = default_model_candidates();
+    let explicit = std::env::var_os("ENGINE_MODEL").is_some();
+    if explicit && !candidates[0].is_file() {
+        return Err(CaptureError::ModelNotFound {
+            path: candidates[0].clone(),
+            hint: " (named by $ENGINE_MODEL): fix the variable or pass --model PATH".to_string(),
+        });
+    }
     if let Some(found) = candidates.iter().find(|p| p.is_file()) {
         return Ok(found.clone());
     }
-    let explicit = std::env::var_os("ENGINE_MODEL").is_some();
     Err(CaptureError::ModelNotFound {
         path: candidates[0].clone(),
-        hint: if explicit {
-            " (named by $ENGINE_MODEL): fix the variable or pass --model PATH".to_string()
-        } else {
-            ": fetch the default model with `bash scripts/fetch-model.sh`, or pass --model PATH".to_string()
-        },
+        hint: ": fetch the default model with `bash scripts/fetch-model.sh`, or pass --model PATH".to_string(),
     })
 }

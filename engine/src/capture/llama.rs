@@ -560,6 +560,14 @@ impl<'m> LlamaContext<'m> {
         unsafe { sys::llama_n_ctx(self.ptr.as_ptr()) as usize }
     }
 
+    /// The longest batch one decode accepts. llama.cpp aborts the whole
+    /// process on a longer one, so callers check against this first.
+    pub(crate) fn max_batch(&self) -> usize {
+        // SAFETY: pure getters on a live context.
+        let (batch, ubatch) = unsafe { (sys::llama_n_batch(self.ptr.as_ptr()), sys::llama_n_ubatch(self.ptr.as_ptr())) };
+        (batch.min(ubatch) as usize).min(self.n_ctx())
+    }
+
     /// Forgets every token (KV cache). Bit-identical to a fresh context.
     pub(crate) fn clear(&mut self) {
         // SAFETY: the memory handle belongs to this live context.
@@ -576,7 +584,11 @@ impl<'m> LlamaContext<'m> {
         outputs: &[bool],
         observer: Option<&mut dyn GraphObserver>,
     ) -> Result<(), String> {
-        if tokens.is_empty() || tokens.len() != outputs.len() || first_pos + tokens.len() > self.n_ctx() {
+        if tokens.is_empty()
+            || tokens.len() != outputs.len()
+            || tokens.len() > self.max_batch()
+            || first_pos + tokens.len() > self.n_ctx()
+        {
             return Err(format!(
                 "cannot decode {} tokens at position {first_pos} in a context of {}",
                 tokens.len(),

@@ -313,6 +313,11 @@ impl<'m> Session<'m> {
         self.ctx.n_ctx()
     }
 
+    /// The longest prompt this session can capture in one piece.
+    pub fn max_prompt_tokens(&self) -> usize {
+        self.ctx.max_batch()
+    }
+
     /// The attention path this session uses.
     pub fn attention_path(&self) -> AttentionPath {
         self.options.attention_path.unwrap_or(match self.options.flash_attention {
@@ -413,8 +418,8 @@ impl<'m> Session<'m> {
         if n == 0 {
             return Err(CaptureError::EmptyPrompt);
         }
-        if n > self.n_ctx() {
-            return Err(CaptureError::PromptTooLong { tokens: n, n_ctx: self.n_ctx(), n_ctx_train: self.model.info.n_ctx_train });
+        if n > self.max_prompt_tokens() {
+            return Err(CaptureError::PromptTooLong { tokens: n, n_ctx: self.max_prompt_tokens(), n_ctx_train: self.model.info.n_ctx_train });
         }
         let bad = |what: String| Err(CaptureError::BadRequest(what));
         if let HiddenRequest::Pooled(pools) = &request.hidden {

@@ -1,0 +1,192 @@
+//! End-to-end tests of the `engine` binary: what a user types and sees.
+//! They run the real default model (fetch it with `bash scripts/fetch-model.sh`).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const STORY: &str = "Hannah is reading a book. Max is cooking dinner. Question: What is Hannah doing? Answer:";
+
+fn engine(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run the engine binary")
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("engine-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+fn default_model() -> PathBuf {
+    engine::default_model::resolve(None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a capture that must fail on bad input: exit code 2, one clear
+/// `error:` line that mentions `expected`, no panic or abort, nothing written.
+fn assert_bad_input(args: &[&str], expected: &str) {
+    let out = engine(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr was {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line of error, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(expected), "expected {expected:?} in: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+}
+
+#[test]
+fn capture_prints_paris_as_the_top_next_token() {
+    let out = engine(&["capture", "--prompt", "The capital of France is", "--top", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first = stdout.lines().find(|l| l.trim_start().starts_with("1.")).expect("a ranked line");
+    assert!(first.contains("\" Paris\""), "{stdout}");
+}
+
+#[test]
+fn two_captures_of_the_same_prompt_are_byte_identical() {
+    let dir = scratch_dir("twice");
+    let (a, b) = (dir.join("a.npz"), dir.join("b.npz"));
+    for path in [&a, &b] {
+        let out = engine(&["capture", "-q", "--prompt", STORY, "--attention", "--out", path.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (a, b) = (std::fs::read(&a).expect("read a"), std::fs::read(&b).expect("read b"));
+    assert!(a.len() > 1_000_000, "the capture holds every layer");
+    assert!(a == b, "two runs differ");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_npz_file_loads_in_numpy_with_the_documented_arrays() {
+    let dir = scratch_dir("numpy");
+    let path = dir.join("capture.npz");
+    let out = engine(&["capture", "-q", "--prompt", STORY, "--attention", "--out", path.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let script = r#"
+import sys, numpy as np
+z = np.load(sys.argv[1])
+T = z["tokens"].shape[0]
+assert z["tokens"].dtype == np.int32
+assert z["token_text"].shape == (T,) and z["token_text"][0] == "H", z["token_text"][:3]
+assert z["hidden"].shape == (30, T, 576) and z["hidden"].dtype == np.float32
+assert z["attention"].shape == (30, 9, T, T)
+assert z["final_norm"].shape == (T, 576)
+assert z["logits_last"].shape == (49152,)
+a = z["attention"].astype(np.float64)
+assert np.allclose(a.sum(-1), 1.0, atol=1e-5)
+assert np.all(np.triu(a, 1) == 0.0)
+print("ok", T)
+"#;
+    let run = Command::new("python3").arg("-c").arg(script).arg(&path).output();
+    let run = run.expect("python3 is needed for this test (scripts/test.sh installs it with numpy)");
+    assert!(
+        run.status.success(),
+        "numpy check failed (install numpy with `pip install numpy`): {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_missing_model_file_is_a_clear_error() {
+    assert_bad_input(&["capture", "--model", "/no/such/model.gguf", "--prompt", "hi"], "does not exist");
+}
+
+#[test]
+fn a_missing_default_model_says_how_to_fetch_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["capture", "--prompt", "hi"])
+        .env("ENGINE_MODEL", "/no/such/default.gguf")
+        .output()
+        .expect("run engine");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("$ENGINE_MODEL"));
+    // Without the variable, the message for a missing default names the fetch script.
+    let message = engine::capture::CaptureError::ModelNotFound {
+        path: PathBuf::from("models/x.gguf"),
+        hint: ": fetch the default model with `bash scripts/fetch-model.sh`, or pass --model PATH".into(),
+    };
+    assert!(message.to_string().contains("scripts/fetch-model.sh"));
+}
+
+#[test]
+fn a_directory_is_not_a_model() {
+    let dir = scratch_dir("dir");
+    assert_bad_input(&["capture", "--model", dir.to_str().expect("utf-8"), "--prompt", "hi"], "is a directory");
+}
+
+#[test]
+fn a_file_that_is_not_gguf_is_a_clear_error() {
+    let dir = scratch_dir("notgguf");
+    let path = dir.join("model.gguf");
+    std::fs::write(&path, "{\"this is\": \"json\"}").expect("write");
+    assert_bad_input(&["capture", "--model", path.to_str().expect("utf-8"), "--prompt", "hi"], "not a GGUF file");
+    std::fs::write(&path, "").expect("write");
+    assert_bad_input(&["capture", "--model", path.to_str().expect("utf-8"), "--prompt", "hi"], "the file is empty");
+}
+
+#[test]
+fn a_truncated_gguf_is_a_clear_error() {
+    let dir = scratch_dir("truncated");
+    let bytes = std::fs::read(default_model()).expect("read the default model");
+    let path = dir.join("truncated.gguf");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("write");
+    assert_bad_input(&["capture", "--model", path.to_str().expect("utf-8"), "--prompt", "hi"], "is truncated");
+    // Cut inside the header: the metadata itself is incomplete.
+    std::fs::write(&path, &bytes[..1000]).expect("write");
+    assert_bad_input(&["capture", "--model", path.to_str().expect("utf-8"), "--prompt", "hi"], "damaged GGUF header");
+}
+
+/// A minimal GGUF v3 file: no tensors, one key `general.architecture`.
+fn gguf_with_architecture(architecture: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"GGUF");
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes()); // tensors
+    out.extend_from_slice(&1u64.to_le_bytes()); // key-value pairs
+    let key = "general.architecture";
+    out.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&8u32.to_le_bytes()); // GGUF_TYPE_STRING
+    out.extend_from_slice(&(architecture.len() as u64).to_le_bytes());
+    out.extend_from_slice(architecture.as_bytes());
+    out
+}
+
+#[test]
+fn an_architecture_llama_cpp_cannot_load_is_a_clear_error() {
+    let dir = scratch_dir("arch");
+    let path = dir.join("alien.gguf");
+    std::fs::write(&path, gguf_with_architecture("alien-transformer")).expect("write");
+    assert_bad_input(&["capture", "--model", path.to_str().expect("utf-8"), "--prompt", "hi"], "`alien-transformer`");
+}
+
+#[test]
+fn an_empty_prompt_is_a_clear_error() {
+    assert_bad_input(&["capture", "--prompt", ""], "the prompt is empty");
+    let dir = scratch_dir("empty");
+    let path = dir.join("prompt.txt");
+    std::fs::write(&path, "").expect("write");
+    assert_bad_input(&["capture", "--prompt-file", path.to_str().expect("utf-8")], "the prompt is empty");
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_a_clear_error() {
+    assert_bad_input(&["capture", "--ctx-size", "8", "--prompt", STORY], "--ctx-size");
+    let long = "word ".repeat(9000);
+    assert_bad_input(&["capture", "--prompt", &long], "shorten the prompt");
+}
+
+#[test]
+fn an_output_folder_that_does_not_exist_is_a_clear_error() {
+    assert_bad_input(&["capture", "--prompt", "hi", "--out", "/no/such/folder/c.npz"], "does not exist");
+}
+
+#[test]
+fn gpu_layers_without_a_gpu_build_is_a_clear_error() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    assert_bad_input(&["capture", "--prompt", "hi", "--n-gpu-layers", "99"], "--features cuda");
+}
