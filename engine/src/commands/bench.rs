@@ -1,1 +1,185 @@
-pub(crate) fn run(_: &crate::cli::BenchArgs) -> anyhow::Result<()> { Ok(()) }
+//! `engine bench`: what the capture costs on top of llama.cpp's own forward pass.
+//!
+//! Three ways to run the same prompt, each timed as the minimum of several
+//! runs after a warm-up (the machine is noisy; the minimum is the least
+//! disturbed run). Bare and reduced runs alternate; the full runs come after
+//! them in a context of their own, so that the peak memory of each phase can
+//! be read separately:
+//! - bare: flash attention as asked (default auto), no tensor callback at all;
+//! - reduced: what an analysis run keeps: the last token's hidden state in
+//!   every layer and its attention mass on two key spans, reduced inside the
+//!   callback (recomputed attention, so flash attention stays on);
+//! - full: every layer's hidden states and every attention row, copied out
+//!   (llama.cpp's softmax, so flash attention off).
+
+use std::time::{Duration, Instant};
+
+use crate::capture::{
+    Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, ContextOptions, FlashAttention,
+    HiddenRequest, Model, Pooling, Session,
+};
+use crate::cli::{BadInput, BenchArgs};
+use crate::commands::say;
+
+/// Text the benchmark prompts are cut from: ordinary prose, so that the
+/// tokenizer behaves as on real prompts.
+const BENCH_TEXT: &str = "Hannah is reading a book in the garden while Max is cooking dinner for his family. \
+    The slope of the line is three and the intercept is two, so when x is four, y is fourteen. \
+    In the morning the market opens early and the baker sells fresh bread to the neighbours. ";
+
+pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.tokens.is_empty() || args.tokens.contains(&0) || args.repeats == 0 {
+        return Err(BadInput("--tokens needs positive lengths and --repeats at least 1".into()).into());
+    }
+    let model = Model::load(&args.model.model_options()?)?;
+    let info = model.info().clone();
+    let mut lengths = args.tokens.clone();
+    lengths.sort_unstable();
+    let longest = *lengths.last().unwrap_or(&1);
+    let base = args.model.context_options(longest, info.n_ctx_train);
+
+    say!("model    {} ({}, {} layers × {} heads)", info.path.display(), info.description, info.n_layer, info.n_head)?;
+    say!("llama    {}", crate::capture::llama_build_info())?;
+    say!(
+        "threads  {}; flash attention {:?} for bare and reduced, off for full; min of {} runs (bare and reduced interleaved)",
+        if base.threads == 0 { "all cores".to_string() } else { base.threads.to_string() },
+        base.flash_attention,
+        args.repeats
+    )?;
+    say!("")?;
+    say!("{:>7}  {:>12}  {:>15}  {:>12}  {:>12}  {:>9}", "tokens", "bare forward", "reduced capture", "full capture", "reduced/bare", "full/bare")?;
+
+    let mut bare = Session::new(&model, ContextOptions { with_callback: false, ..base.clone() })?;
+    let mut reduced = Session::new(&model, base.clone())?;
+    let mut rows = Vec::new();
+    for &n in &lengths {
+        let tokens = bench_tokens(&model, n)?;
+        let reduced_request = reduced_request(n);
+        let mut kept_reduced = 0;
+        // Bare and reduced alternate, so that a slow spell of the machine
+        // hits both alike.
+        let mut t_bare = Duration::MAX;
+        let mut t_reduced = Duration::MAX;
+        bare.capture(&tokens, &CaptureRequest::default())?;
+        reduced.capture(&tokens, &reduced_request)?;
+        for _ in 0..args.repeats {
+            t_bare = t_bare.min(timed(|| bare.capture(&tokens, &CaptureRequest::default()).map(drop))?);
+            t_reduced = t_reduced.min(timed(|| {
+                kept_reduced = kept_bytes(&reduced.capture(&tokens, &reduced_request)?);
+                Ok(())
+            })?);
+        }
+        rows.push((n, tokens, t_bare, t_reduced, kept_reduced));
+    }
+    let peak_light = peak_rss_bytes();
+    drop((bare, reduced));
+
+    let full_options = ContextOptions {
+        flash_attention: FlashAttention::Off,
+        attention_path: Some(AttentionPath::Materialized),
+        ..base.clone()
+    };
+    let mut full = Session::new(&model, full_options)?;
+    let mut kept = (0, 0);
+    for (n, tokens, t_bare, t_reduced, kept_reduced) in rows {
+        let request = full_request(n);
+        let mut kept_full = 0;
+        let t_full = min_time(args.repeats, || {
+            kept_full = kept_bytes(&full.capture(&tokens, &request)?);
+            Ok(())
+        })?;
+        kept = (kept_reduced, kept_full);
+        say!(
+            "{n:>7}  {:>9.1} ms  {:>12.1} ms  {:>9.1} ms  {:>11.3}×  {:>8.3}×",
+            ms(t_bare),
+            ms(t_reduced),
+            ms(t_full),
+            t_reduced.as_secs_f64() / t_bare.as_secs_f64(),
+            t_full.as_secs_f64() / t_bare.as_secs_f64()
+        )?;
+    }
+    let peak_full = peak_rss_bytes();
+    say!("")?;
+    say!(
+        "kept per prompt of {longest} tokens: reduced {:.1} KB, full {:.1} MB",
+        kept.0 as f64 / 1e3,
+        kept.1 as f64 / 1e6
+    )?;
+    say!(
+        "peak resident memory: {:.0} MB after the bare and reduced runs, {:.0} MB after the full runs",
+        peak_light as f64 / 1e6,
+        peak_full as f64 / 1e6
+    )?;
+    Ok(())
+}
+
+fn timed(f: impl FnOnce() -> Result<(), crate::capture::CaptureError>) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    f()?;
+    Ok(start.elapsed())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One warm-up run, then the fastest of `repeats` runs.
+fn min_time<T>(repeats: usize, mut f: impl FnMut() -> Result<T, crate::capture::CaptureError>) -> anyhow::Result<Duration> {
+    f()?;
+    let mut best = Duration::MAX;
+    for _ in 0..repeats {
+        let start = Instant::now();
+        f()?;
+        best = best.min(start.elapsed());
+    }
+    Ok(best)
+}
+
+fn bench_tokens(model: &Model, n: usize) -> anyhow::Result<Vec<i32>> {
+    let once = model.tokenize(BENCH_TEXT, false)?;
+    let copies = n / once.len().max(1) + 1;
+    let mut tokens = model.tokenize(&BENCH_TEXT.repeat(copies), false)?;
+    tokens.truncate(n);
+    Ok(tokens)
+}
+
+/// The last token's hidden state in every layer and its attention mass on
+/// two spans, the shape of a reading-comprehension analysis run.
+fn reduced_request(n: usize) -> CaptureRequest {
+    CaptureRequest {
+        hidden: HiddenRequest::Pooled(vec![Pooling::Token(n - 1)]),
+        attention: Some(AttentionRequest {
+            queries: vec![n - 1],
+            keep: AttentionKeep::SpanMass(vec![n / 4..n / 2, n / 2..3 * n / 4]),
+        }),
+        final_norm: false,
+        all_logits: false,
+    }
+}
+
+fn full_request(n: usize) -> CaptureRequest {
+    CaptureRequest {
+        hidden: HiddenRequest::All,
+        attention: Some(AttentionRequest { queries: (0..n).collect(), keep: AttentionKeep::Rows }),
+        final_norm: true,
+        all_logits: false,
+    }
+}
+
+fn kept_bytes(a: &Activations) -> usize {
+    let arrays = [&a.hidden, &a.attention, &a.final_norm];
+    4 * (arrays.iter().filter_map(|x| x.as_ref()).map(|x| x.data.len()).sum::<usize>() + a.logits_last.len())
+}
+
+/// The process's peak resident set size (`VmHWM`), or 0 where unknown.
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
