@@ -1,13 +1,17 @@
 //! End-to-end tests of the `engine` binary: what a user types and sees.
 //! They run the real default model (fetch it with `bash scripts/fetch-model.sh`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const STORY: &str = "Hannah is reading a book. Max is cooking dinner. Question: What is Hannah doing? Answer:";
+const STORY: &str =
+    "Hannah is reading a book. Max is cooking dinner. Question: What is Hannah doing? Answer:";
 
 fn engine(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run the engine binary")
+    Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(args)
+        .output()
+        .expect("run the engine binary")
 }
 
 fn scratch_dir(name: &str) -> PathBuf {
@@ -15,6 +19,25 @@ fn scratch_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
+}
+
+/// Captures the story prompt with attention into `path`.
+fn capture_story(path: &Path) {
+    let path = path.to_str().expect("utf-8 path");
+    let out = engine(&[
+        "capture",
+        "-q",
+        "--prompt",
+        STORY,
+        "--attention",
+        "--out",
+        path,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn default_model() -> PathBuf {
@@ -26,20 +49,49 @@ fn default_model() -> PathBuf {
 fn assert_bad_input(args: &[&str], expected: &str) {
     let out = engine(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr was {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "args {args:?}: stderr was {stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line of error, got: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
-    assert!(stderr.contains(expected), "expected {expected:?} in: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+}
+
+/// A capture with the model at `path` fails as bad input mentioning `expected`.
+fn assert_bad_model(path: &Path, expected: &str) {
+    let path = path.to_str().expect("utf-8 path");
+    assert_bad_input(&["capture", "--model", path, "--prompt", "hi"], expected);
 }
 
 #[test]
 fn capture_prints_paris_as_the_top_next_token() {
-    let out = engine(&["capture", "--prompt", "The capital of France is", "--top", "3"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = engine(&[
+        "capture",
+        "--prompt",
+        "The capital of France is",
+        "--top",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let first = stdout.lines().find(|l| l.trim_start().starts_with("1.")).expect("a ranked line");
+    let first = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("1."))
+        .expect("a ranked line");
     assert!(first.contains("\" Paris\""), "{stdout}");
 }
 
@@ -48,10 +100,12 @@ fn two_captures_of_the_same_prompt_are_byte_identical() {
     let dir = scratch_dir("twice");
     let (a, b) = (dir.join("a.npz"), dir.join("b.npz"));
     for path in [&a, &b] {
-        let out = engine(&["capture", "-q", "--prompt", STORY, "--attention", "--out", path.to_str().expect("utf-8")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        capture_story(path);
     }
-    let (a, b) = (std::fs::read(&a).expect("read a"), std::fs::read(&b).expect("read b"));
+    let (a, b) = (
+        std::fs::read(&a).expect("read a"),
+        std::fs::read(&b).expect("read b"),
+    );
     assert!(a.len() > 1_000_000, "the capture holds every layer");
     assert!(a == b, "two runs differ");
     let _ = std::fs::remove_dir_all(&dir);
@@ -61,8 +115,7 @@ fn two_captures_of_the_same_prompt_are_byte_identical() {
 fn the_npz_file_loads_in_numpy_with_the_documented_arrays() {
     let dir = scratch_dir("numpy");
     let path = dir.join("capture.npz");
-    let out = engine(&["capture", "-q", "--prompt", STORY, "--attention", "--out", path.to_str().expect("utf-8")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    capture_story(&path);
     let script = r#"
 import sys, numpy as np
 z = np.load(sys.argv[1])
@@ -78,8 +131,13 @@ assert np.allclose(a.sum(-1), 1.0, atol=1e-5)
 assert np.all(np.triu(a, 1) == 0.0)
 print("ok", T)
 "#;
-    let run = Command::new("python3").arg("-c").arg(script).arg(&path).output();
-    let run = run.expect("python3 is needed for this test (scripts/test.sh installs it with numpy)");
+    let run = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output();
+    let run =
+        run.expect("python3 is needed for this test (scripts/test.sh installs it with numpy)");
     assert!(
         run.status.success(),
         "numpy check failed (install numpy with `pip install numpy`): {}",
@@ -104,39 +162,73 @@ const REFERENCE_LOGITS_MIN_CORRELATION: f64 = 0.995;
 fn capture_matches_an_independent_numpy_forward_pass() {
     let dir = scratch_dir("reference");
     let path = dir.join("capture.npz");
-    let out = engine(&["capture", "-q", "--prompt", STORY, "--attention", "--out", path.to_str().expect("utf-8")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/llama_forward.py");
-    let run = Command::new("python3").arg(&script).arg(default_model()).arg(&path).output().expect("run python3");
+    capture_story(&path);
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/llama_forward.py");
+    let run = Command::new("python3")
+        .arg(&script)
+        .arg(default_model())
+        .arg(&path)
+        .output()
+        .expect("run python3");
     assert!(
         run.status.success(),
         "the numpy reference failed (scripts/setup.sh installs numpy and gguf): {}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let result: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON from the reference");
+    let result: serde_json::Value =
+        serde_json::from_slice(&run.stdout).expect("JSON from the reference");
     let numbers = |key: &str| -> Vec<f64> {
-        result[key].as_array().unwrap_or_else(|| panic!("{key}")).iter().filter_map(|v| v.as_f64()).collect()
+        result[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key}"))
+            .iter()
+            .filter_map(|v| v.as_f64())
+            .collect()
     };
     let hidden = numbers("hidden_relative_error");
     let shifted = numbers("hidden_relative_error_vs_next_layer");
     let attention = numbers("attention_max_abs_error");
     assert_eq!((hidden.len(), attention.len()), (30, 30));
     for layer in 0..30 {
-        assert!(hidden[layer] <= REFERENCE_HIDDEN_TOLERANCE, "layer {layer}: hidden relative error {}", hidden[layer]);
-        assert!(attention[layer] <= REFERENCE_ATTENTION_TOLERANCE, "layer {layer}: attention error {}", attention[layer]);
+        assert!(
+            hidden[layer] <= REFERENCE_HIDDEN_TOLERANCE,
+            "layer {layer}: hidden relative error {}",
+            hidden[layer]
+        );
+        assert!(
+            attention[layer] <= REFERENCE_ATTENTION_TOLERANCE,
+            "layer {layer}: attention error {}",
+            attention[layer]
+        );
         if layer < 29 {
-            assert!(hidden[layer] < shifted[layer], "layer {layer} matches the reference's next block better");
+            assert!(
+                hidden[layer] < shifted[layer],
+                "layer {layer} matches the reference's next block better"
+            );
         }
     }
     assert_eq!(result["top_token_engine"], result["top_token_reference"]);
     let correlation = result["logits_correlation"].as_f64().expect("correlation");
-    assert!(correlation >= REFERENCE_LOGITS_MIN_CORRELATION, "logits correlation {correlation}");
+    assert!(
+        correlation >= REFERENCE_LOGITS_MIN_CORRELATION,
+        "logits correlation {correlation}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_missing_model_file_is_a_clear_error() {
-    assert_bad_input(&["capture", "--model", "/no/such/model.gguf", "--prompt", "hi"], "does not exist");
+    assert_bad_input(
+        &[
+            "capture",
+            "--model",
+            "/no/such/model.gguf",
+            "--prompt",
+            "hi",
+        ],
+        "does not exist",
+    );
 }
 
 #[test]
@@ -151,7 +243,8 @@ fn a_missing_default_model_says_how_to_fetch_it() {
     // Without the variable, the message for a missing default names the fetch script.
     let message = engine::capture::CaptureError::ModelNotFound {
         path: PathBuf::from("models/x.gguf"),
-        hint: ": fetch the default model with `bash scripts/fetch-model.sh`, or pass --model PATH".into(),
+        hint: ": fetch the default model with `bash scripts/fetch-model.sh`, or pass --model PATH"
+            .into(),
     };
     assert!(message.to_string().contains("scripts/fetch-model.sh"));
 }
@@ -159,7 +252,7 @@ fn a_missing_default_model_says_how_to_fetch_it() {
 #[test]
 fn a_directory_is_not_a_model() {
     let dir = scratch_dir("dir");
-    assert_bad_input(&["capture", "--model", dir.to_str().expect("utf-8"), "--prompt", "hi"], "is a directory");
+    assert_bad_model(&dir, "is a directory");
 }
 
 #[test]
@@ -167,9 +260,9 @@ fn a_file_that_is_not_gguf_is_a_clear_error() {
     let dir = scratch_dir("notgguf");
     let path = dir.join("model.gguf");
     std::fs::write(&path, "{\"this is\": \"json\"}").expect("write");
-    assert_bad_input(&["capture", "--model", path.to_str().expect("utf-8"), "--prompt", "hi"], "not a GGUF file");
+    assert_bad_model(&path, "not a GGUF file");
     std::fs::write(&path, "").expect("write");
-    assert_bad_input(&["capture", "--model", path.to_str().expect("utf-8"), "--prompt", "hi"], "the file is empty");
+    assert_bad_model(&path, "the file is empty");
 }
 
 #[test]
@@ -178,10 +271,10 @@ fn a_truncated_gguf_is_a_clear_error() {
     let bytes = std::fs::read(default_model()).expect("read the default model");
     let path = dir.join("truncated.gguf");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("write");
-    assert_bad_input(&["capture", "--model", path.to_str().expect("utf-8"), "--prompt", "hi"], "is truncated");
+    assert_bad_model(&path, "is truncated");
     // Cut inside the header: the metadata itself is incomplete.
     std::fs::write(&path, &bytes[..1000]).expect("write");
-    assert_bad_input(&["capture", "--model", path.to_str().expect("utf-8"), "--prompt", "hi"], "damaged GGUF header");
+    assert_bad_model(&path, "damaged GGUF header");
 }
 
 /// A minimal GGUF v3 file: no tensors, one key `general.architecture`.
@@ -205,7 +298,7 @@ fn an_architecture_llama_cpp_cannot_load_is_a_clear_error() {
     let dir = scratch_dir("arch");
     let path = dir.join("alien.gguf");
     std::fs::write(&path, gguf_with_architecture("alien-transformer")).expect("write");
-    assert_bad_input(&["capture", "--model", path.to_str().expect("utf-8"), "--prompt", "hi"], "`alien-transformer`");
+    assert_bad_model(&path, "`alien-transformer`");
 }
 
 #[test]
@@ -214,19 +307,34 @@ fn an_empty_prompt_is_a_clear_error() {
     let dir = scratch_dir("empty");
     let path = dir.join("prompt.txt");
     std::fs::write(&path, "").expect("write");
-    assert_bad_input(&["capture", "--prompt-file", path.to_str().expect("utf-8")], "the prompt is empty");
+    assert_bad_input(
+        &["capture", "--prompt-file", path.to_str().expect("utf-8")],
+        "the prompt is empty",
+    );
 }
 
 #[test]
 fn a_prompt_longer_than_the_context_is_a_clear_error() {
-    assert_bad_input(&["capture", "--ctx-size", "8", "--prompt", STORY], "--ctx-size");
+    assert_bad_input(
+        &["capture", "--ctx-size", "8", "--prompt", STORY],
+        "--ctx-size",
+    );
     let long = "word ".repeat(9000);
     assert_bad_input(&["capture", "--prompt", &long], "shorten the prompt");
 }
 
 #[test]
 fn an_output_folder_that_does_not_exist_is_a_clear_error() {
-    assert_bad_input(&["capture", "--prompt", "hi", "--out", "/no/such/folder/c.npz"], "does not exist");
+    assert_bad_input(
+        &[
+            "capture",
+            "--prompt",
+            "hi",
+            "--out",
+            "/no/such/folder/c.npz",
+        ],
+        "does not exist",
+    );
 }
 
 #[test]
@@ -234,5 +342,8 @@ fn gpu_layers_without_a_gpu_build_is_a_clear_error() {
     if cfg!(feature = "cuda") {
         return;
     }
-    assert_bad_input(&["capture", "--prompt", "hi", "--n-gpu-layers", "99"], "--features cuda");
+    assert_bad_input(
+        &["capture", "--prompt", "hi", "--n-gpu-layers", "99"],
+        "--features cuda",
+    );
 }

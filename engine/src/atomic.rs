@@ -15,7 +15,10 @@ pub fn write_atomically<T>(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temporary = dir.join(format!(".{name}.{}.partial", std::process::id()));
     let result = (|| {
         let mut out = BufWriter::new(File::create(&temporary)?);
@@ -48,7 +51,11 @@ mod tests {
         });
         assert!(result.is_err());
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "old");
-        assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 1, "no temporary file is left behind");
+        assert_eq!(
+            std::fs::read_dir(&dir).expect("list").count(),
+            1,
+            "no temporary file is left behind"
+        );
         write_atomically(&path, |w| w.write_all(b"new")).expect("write");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "new");
         let _ = std::fs::remove_dir_all(&dir);

@@ -13,7 +13,12 @@ use crate::commands;
 /// Runs a GGUF model through llama.cpp and captures, for every layer, the
 /// hidden states and attention it computes.
 #[derive(Debug, Parser)]
-#[command(name = "engine", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "engine",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// More log output (-v: progress, -vv: llama.cpp's own log).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -44,7 +49,12 @@ pub struct ModelArgs {
     pub model: Option<PathBuf>,
     /// Layers to offload to the GPU (needs a build with `--features cuda`;
     /// -1 offloads all).
-    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub n_gpu_layers: i32,
     /// CPU threads (default: all cores).
     #[arg(long, value_name = "N")]
@@ -61,7 +71,10 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn model_options(&self) -> Result<ModelOptions, CaptureError> {
-        Ok(ModelOptions { path: crate::default_model::resolve(self.model.as_deref())?, n_gpu_layers: self.n_gpu_layers })
+        Ok(ModelOptions {
+            path: crate::default_model::resolve(self.model.as_deref())?,
+            n_gpu_layers: self.n_gpu_layers,
+        })
     }
 
     /// Context options for prompts of at most `longest` tokens.
@@ -70,7 +83,9 @@ impl ModelArgs {
         // longer than the batch, so size it from the prompt (rounded up to
         // llama.cpp's KV padding of 256) unless the user chose.
         let auto = longest.div_ceil(256).max(1) * 256;
-        let n_ctx = self.ctx_size.unwrap_or_else(|| auto.min(n_ctx_train.max(1)).max(longest.min(n_ctx_train)) as u32);
+        let n_ctx = self
+            .ctx_size
+            .unwrap_or_else(|| auto.min(n_ctx_train.max(1)).max(longest.min(n_ctx_train)) as u32);
         ContextOptions {
             n_ctx,
             threads: self.threads.unwrap_or(0),
@@ -85,7 +100,12 @@ pub struct CaptureArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt text.
-    #[arg(long, value_name = "TEXT", conflicts_with = "prompt_file", required_unless_present = "prompt_file")]
+    #[arg(
+        long,
+        value_name = "TEXT",
+        conflicts_with = "prompt_file",
+        required_unless_present = "prompt_file"
+    )]
     pub prompt: Option<String>,
     /// Read the prompt from a UTF-8 text file (used as is, final newline included).
     #[arg(long, value_name = "FILE")]
@@ -135,7 +155,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn exit_code(error: &anyhow::Error) -> i32 {
     let bad_input = error.chain().any(|cause| {
         cause.downcast_ref::<BadInput>().is_some()
-            || cause.downcast_ref::<CaptureError>().is_some_and(CaptureError::is_bad_input)
+            || cause
+                .downcast_ref::<CaptureError>()
+                .is_some_and(CaptureError::is_bad_input)
     });
     if bad_input {
         2
@@ -153,6 +175,11 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         (false, 2) => "debug,llama.cpp=debug",
         _ => "trace,llama.cpp=trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ENGINE_LOG").unwrap_or_else(|_| filter.into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("ENGINE_LOG").unwrap_or_else(|_| filter.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

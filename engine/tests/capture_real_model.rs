@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use engine::capture::{
-    Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, ContextOptions, FlashAttention,
-    HiddenRequest, Model, ModelOptions, Pooling, Session,
+    Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, ContextOptions,
+    FlashAttention, HiddenRequest, Model, ModelOptions, Pooling, Session,
 };
 
 /// Largest difference allowed between attention read from llama.cpp's softmax
@@ -20,26 +20,39 @@ const RECOMPUTED_ATTENTION_TOLERANCE: f32 = 1e-5;
 const ROW_SUM_TOLERANCE: f32 = 1e-5;
 
 const PARIS_PROMPT: &str = "The capital of France is";
-const STORY: &str = "Hannah is reading a book in the garden. Max is cooking dinner for his family. \
+const STORY: &str =
+    "Hannah is reading a book in the garden. Max is cooking dinner for his family. \
                      Question: What is Hannah doing? Answer:";
 
 fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
         let path = engine::default_model::resolve(None).unwrap_or_else(|e| panic!("{e}"));
-        Model::load(&ModelOptions { path, n_gpu_layers: 0 }).unwrap_or_else(|e| panic!("{e}"))
+        Model::load(&ModelOptions {
+            path,
+            n_gpu_layers: 0,
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
     })
 }
 
 fn session(flash: FlashAttention) -> Session<'static> {
-    let options = ContextOptions { n_ctx: 512, threads: 2, flash_attention: flash, ..ContextOptions::default() };
+    let options = ContextOptions {
+        n_ctx: 512,
+        threads: 2,
+        flash_attention: flash,
+        ..ContextOptions::default()
+    };
     Session::new(model(), options).expect("create a context")
 }
 
 fn everything(n_tokens: usize) -> CaptureRequest {
     CaptureRequest {
         hidden: HiddenRequest::All,
-        attention: Some(AttentionRequest { queries: (0..n_tokens).collect(), keep: AttentionKeep::Rows }),
+        attention: Some(AttentionRequest {
+            queries: (0..n_tokens).collect(),
+            keep: AttentionKeep::Rows,
+        }),
         final_norm: true,
         all_logits: false,
     }
@@ -47,13 +60,17 @@ fn everything(n_tokens: usize) -> CaptureRequest {
 
 fn capture_everything(session: &mut Session<'_>, text: &str) -> Activations {
     let tokens = model().tokenize(text, false).expect("tokenize");
-    session.capture(&tokens, &everything(tokens.len())).expect("capture")
+    session
+        .capture(&tokens, &everything(tokens.len()))
+        .expect("capture")
 }
 
 #[test]
 fn the_capital_of_france_is_paris() {
     let mut s = session(FlashAttention::Auto);
-    let a = s.capture_text(PARIS_PROMPT, &CaptureRequest::default()).expect("capture");
+    let a = s
+        .capture_text(PARIS_PROMPT, &CaptureRequest::default())
+        .expect("capture");
     let (top, _) = a.top_next(1)[0];
     assert_eq!(model().token_text(top), " Paris");
     // The answer is generated from the captured prompt's cache.
@@ -64,19 +81,36 @@ fn the_capital_of_france_is_paris() {
 #[test]
 fn every_layer_is_captured_with_the_right_shapes() {
     let info = model().info();
-    assert_eq!((info.n_layer, info.n_embd, info.n_head, info.architecture.as_str()), (30, 576, 9, "llama"));
+    assert_eq!(
+        (
+            info.n_layer,
+            info.n_embd,
+            info.n_head,
+            info.architecture.as_str()
+        ),
+        (30, 576, 9, "llama")
+    );
     let mut s = session(FlashAttention::Off);
     let a = capture_everything(&mut s, PARIS_PROMPT);
     let t = a.tokens.len();
     assert_eq!(t, 5, "SmolLM2 adds no BOS token");
     assert_eq!(a.hidden.as_ref().expect("hidden").shape, vec![30, t, 576]);
-    assert_eq!(a.attention.as_ref().expect("attention").shape, vec![30, 9, t, t]);
-    assert_eq!(a.final_norm.as_ref().expect("final norm").shape, vec![t, 576]);
+    assert_eq!(
+        a.attention.as_ref().expect("attention").shape,
+        vec![30, 9, t, t]
+    );
+    assert_eq!(
+        a.final_norm.as_ref().expect("final norm").shape,
+        vec![t, 576]
+    );
     assert_eq!(a.logits_last.len(), info.n_vocab);
     let hidden = a.hidden.expect("hidden");
     for layer in 0..30 {
         let row = hidden.row(&[layer, t - 1]);
-        assert!(row.iter().all(|x| x.is_finite()) && row.iter().any(|&x| x != 0.0), "layer {layer} is filled");
+        assert!(
+            row.iter().all(|x| x.is_finite()) && row.iter().any(|&x| x != 0.0),
+            "layer {layer} is filled"
+        );
     }
 }
 
@@ -92,9 +126,15 @@ fn attention_rows_sum_to_one_over_the_causal_prefix_and_are_zero_after() {
                 for q in 0..t {
                     let row = att.row(&[layer, head, q]);
                     let sum: f32 = row[..=q].iter().sum();
-                    assert!((sum - 1.0).abs() < ROW_SUM_TOLERANCE, "{flash:?} layer {layer} head {head} row {q} sums to {sum}");
+                    assert!(
+                        (sum - 1.0).abs() < ROW_SUM_TOLERANCE,
+                        "{flash:?} layer {layer} head {head} row {q} sums to {sum}"
+                    );
                     assert!(row[..=q].iter().all(|&p| p >= 0.0));
-                    assert!(row[q + 1..].iter().all(|&p| p == 0.0), "{flash:?}: row {q} attends to the future");
+                    assert!(
+                        row[q + 1..].iter().all(|&p| p == 0.0),
+                        "{flash:?}: row {q} attends to the future"
+                    );
                 }
             }
         }
@@ -114,49 +154,90 @@ fn recomputed_attention_matches_llama_cpp_softmax() {
         ..ContextOptions::default()
     };
     let mut recomputed = Session::new(model(), options).expect("context");
-    let a = capture_everything(&mut materialized, STORY).attention.expect("attention");
-    let b = capture_everything(&mut recomputed, STORY).attention.expect("attention");
+    let a = capture_everything(&mut materialized, STORY)
+        .attention
+        .expect("attention");
+    let b = capture_everything(&mut recomputed, STORY)
+        .attention
+        .expect("attention");
     assert_eq!(a.shape, b.shape);
     let max_diff = max_abs_diff(&a.data, &b.data);
-    eprintln!("max |materialized - recomputed| = {max_diff:e} over {} probabilities", a.data.len());
-    assert!(max_diff <= RECOMPUTED_ATTENTION_TOLERANCE, "max difference {max_diff:e}");
+    eprintln!(
+        "max |materialized - recomputed| = {max_diff:e} over {} probabilities",
+        a.data.len()
+    );
+    assert!(
+        max_diff <= RECOMPUTED_ATTENTION_TOLERANCE,
+        "max difference {max_diff:e}"
+    );
 
     // With flash attention on, the forward pass itself rounds differently
     // from layer 1 on; layer 0 sees the same queries and keys.
-    let c = capture_everything(&mut session(FlashAttention::On), STORY).attention.expect("attention");
+    let c = capture_everything(&mut session(FlashAttention::On), STORY)
+        .attention
+        .expect("attention");
     let per_layer = a.data.len() / 30;
-    assert!(max_abs_diff(&a.data[..per_layer], &c.data[..per_layer]) <= RECOMPUTED_ATTENTION_TOLERANCE);
+    assert!(
+        max_abs_diff(&a.data[..per_layer], &c.data[..per_layer]) <= RECOMPUTED_ATTENTION_TOLERANCE
+    );
     let worst = (1..30)
-        .map(|l| max_abs_diff(&a.data[l * per_layer..(l + 1) * per_layer], &c.data[l * per_layer..(l + 1) * per_layer]))
+        .map(|l| {
+            max_abs_diff(
+                &a.data[l * per_layer..(l + 1) * per_layer],
+                &c.data[l * per_layer..(l + 1) * per_layer],
+            )
+        })
         .fold(0.0f32, f32::max);
     eprintln!("flash attention on vs off, layers 1-29: max attention difference {worst:e}");
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }
 
 #[test]
 fn final_norm_equals_llama_cpp_embeddings_output() {
-    let options = ContextOptions { n_ctx: 256, threads: 2, embeddings: true, ..ContextOptions::default() };
+    let options = ContextOptions {
+        n_ctx: 256,
+        threads: 2,
+        embeddings: true,
+        ..ContextOptions::default()
+    };
     let mut s = Session::new(model(), options).expect("context");
-    let request = CaptureRequest { final_norm: true, ..CaptureRequest::default() };
+    let request = CaptureRequest {
+        final_norm: true,
+        ..CaptureRequest::default()
+    };
     let a = s.capture_text(STORY, &request).expect("capture");
     let final_norm = a.final_norm.expect("final norm");
     for i in 0..a.tokens.len() {
         let theirs = s.llama_embeddings(i).expect("llama.cpp embeddings");
-        assert_eq!(final_norm.row(&[i]), theirs.as_slice(), "token {i}: bit-identical");
+        assert_eq!(
+            final_norm.row(&[i]),
+            theirs.as_slice(),
+            "token {i}: bit-identical"
+        );
     }
 }
 
 #[test]
 fn reusing_one_context_gives_the_same_numbers_as_fresh_contexts() {
-    let prompts = [STORY, PARIS_PROMPT, "x = 3, y = 11\nx = 5, y = 17\nx = 7, y ="];
+    let prompts = [
+        STORY,
+        PARIS_PROMPT,
+        "x = 3, y = 11\nx = 5, y = 17\nx = 7, y =",
+    ];
     let mut reused = session(FlashAttention::Off);
     for prompt in prompts {
         let from_reused = capture_everything(&mut reused, prompt);
         let from_fresh = capture_everything(&mut session(FlashAttention::Off), prompt);
-        assert!(from_reused == from_fresh, "prompt {prompt:?} differs after reuse");
+        assert!(
+            from_reused == from_fresh,
+            "prompt {prompt:?} differs after reuse"
+        );
     }
 }
 
@@ -166,28 +247,47 @@ fn reductions_inside_the_callback_match_the_full_capture() {
     let t = tokens.len();
     let mut s = session(FlashAttention::Off);
     let full = s.capture(&tokens, &everything(t)).expect("full capture");
-    let pools = vec![Pooling::Token(t - 1), Pooling::Mean(2..9), Pooling::Max(10..t)];
+    let pools = vec![
+        Pooling::Token(t - 1),
+        Pooling::Mean(2..9),
+        Pooling::Max(10..t),
+    ];
     let spans = vec![0..9, 9..18, 3..3];
     let queries = vec![t - 1, 12];
     let reduced_request = CaptureRequest {
         hidden: HiddenRequest::Pooled(pools.clone()),
-        attention: Some(AttentionRequest { queries: queries.clone(), keep: AttentionKeep::SpanMass(spans.clone()) }),
+        attention: Some(AttentionRequest {
+            queries: queries.clone(),
+            keep: AttentionKeep::SpanMass(spans.clone()),
+        }),
         final_norm: false,
         all_logits: false,
     };
-    let reduced = s.capture(&tokens, &reduced_request).expect("reduced capture");
+    let reduced = s
+        .capture(&tokens, &reduced_request)
+        .expect("reduced capture");
     let hidden = full.hidden.expect("hidden");
     let pooled = reduced.hidden.expect("pooled");
     assert_eq!(pooled.shape, vec![3, 30, 576]);
     for (k, pool) in pools.iter().enumerate() {
         for layer in 0..30 {
-            let rows: Vec<f32> = pool.positions().flat_map(|p| hidden.row(&[layer, p]).to_vec()).collect();
+            let rows: Vec<f32> = pool
+                .positions()
+                .flat_map(|p| hidden.row(&[layer, p]).to_vec())
+                .collect();
             let expected = reference_pool(pool, &rows, 576);
             // The last block computes only the rows marked as outputs; the
             // matmuls then see fewer rows, which may change float rounding.
             let tolerance = if layer == 29 { 1e-3 } else { 0.0 };
-            let diff = expected.iter().zip(pooled.row(&[k, layer])).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            assert!(diff <= tolerance, "pool {pool:?} layer {layer}: max difference {diff:e}");
+            let diff = expected
+                .iter()
+                .zip(pooled.row(&[k, layer]))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                diff <= tolerance,
+                "pool {pool:?} layer {layer}: max difference {diff:e}"
+            );
         }
     }
     let rows = full.attention.expect("attention rows");
@@ -197,7 +297,10 @@ fn reductions_inside_the_callback_match_the_full_capture() {
         for head in 0..9 {
             for (qi, &q) in queries.iter().enumerate() {
                 for (si, span) in spans.iter().enumerate() {
-                    let expected: f64 = rows.row(&[layer, head, q])[span.clone()].iter().map(|&p| f64::from(p)).sum();
+                    let expected: f64 = rows.row(&[layer, head, q])[span.clone()]
+                        .iter()
+                        .map(|&p| f64::from(p))
+                        .sum();
                     assert_eq!(mass.get(&[layer, head, qi, si]), expected as f32);
                 }
             }

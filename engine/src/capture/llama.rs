@@ -49,14 +49,20 @@ const RECENT_PROBLEMS_KEPT: usize = 16;
 /// previous line); we assemble whole lines before handing them to `tracing`.
 static LOG_LINE: Mutex<(i32, String)> = Mutex::new((0, String::new()));
 
-unsafe extern "C" fn log_trampoline(level: sys::ggml_log_level, text: *const c_char, _: *mut c_void) {
+unsafe extern "C" fn log_trampoline(
+    level: sys::ggml_log_level,
+    text: *const c_char,
+    _: *mut c_void,
+) {
     if text.is_null() {
         return;
     }
     // SAFETY: llama.cpp passes a valid NUL-terminated string that lives for
     // the duration of this call; we copy it out immediately.
     let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
-    let Ok(mut line) = LOG_LINE.lock() else { return };
+    let Ok(mut line) = LOG_LINE.lock() else {
+        return;
+    };
     if level != sys::GGML_LOG_LEVEL_CONT {
         line.0 = level as i32;
     }
@@ -89,7 +95,10 @@ fn emit_log_line(level: i32, text: &str) {
 }
 
 fn take_recent_problems() -> Vec<String> {
-    RECENT_PROBLEMS.lock().map(|mut r| r.drain(..).collect()).unwrap_or_default()
+    RECENT_PROBLEMS
+        .lock()
+        .map(|mut r| r.drain(..).collect())
+        .unwrap_or_default()
 }
 
 /// Initialises llama.cpp's backends once per process and routes its logs
@@ -113,7 +122,11 @@ pub fn llama_build_info() -> String {
     init_backend();
     // SAFETY: returns a pointer to a static, NUL-terminated string.
     let info = unsafe { CStr::from_ptr(sys::llama_print_system_info()) };
-    format!("llama-cpp-sys-2 {} | {}", LLAMA_SYS_VERSION, info.to_string_lossy().trim())
+    format!(
+        "llama-cpp-sys-2 {} | {}",
+        LLAMA_SYS_VERSION,
+        info.to_string_lossy().trim()
+    )
 }
 
 /// The version of the raw bindings, pinned in the workspace manifest.
@@ -146,7 +159,10 @@ pub(crate) fn read_gguf_summary(path: &Path) -> Result<GgufSummary, Vec<String>>
     init_backend();
     let c_path = path_to_cstring(path).map_err(|e| vec![e])?;
     take_recent_problems();
-    let params = sys::gguf_init_params { no_alloc: true, ctx: std::ptr::null_mut() };
+    let params = sys::gguf_init_params {
+        no_alloc: true,
+        ctx: std::ptr::null_mut(),
+    };
     // SAFETY: `c_path` is a valid NUL-terminated string; with `no_alloc` and a
     // null `ctx` llama.cpp allocates no tensor data. The returned context is
     // freed below on every path.
@@ -171,10 +187,19 @@ pub(crate) fn read_gguf_summary(path: &Path) -> Result<GgufSummary, Vec<String>>
         let key = CString::new("general.architecture").unwrap_or_default();
         let id = sys::gguf_find_key(ctx, key.as_ptr());
         let architecture = (id >= 0 && sys::gguf_get_kv_type(ctx, id) == sys::GGUF_TYPE_STRING)
-            .then(|| CStr::from_ptr(sys::gguf_get_val_str(ctx, id)).to_string_lossy().into_owned());
+            .then(|| {
+                CStr::from_ptr(sys::gguf_get_val_str(ctx, id))
+                    .to_string_lossy()
+                    .into_owned()
+            });
         let version = sys::gguf_get_version(ctx);
         sys::gguf_free(ctx);
-        GgufSummary { version, architecture, n_tensors: n_tensors as usize, expected_len: end }
+        GgufSummary {
+            version,
+            architecture,
+            n_tensors: n_tensors as usize,
+            expected_len: end,
+        }
     };
     Ok(summary)
 }
@@ -257,7 +282,8 @@ impl LlamaModel {
     pub(crate) fn description(&self) -> String {
         let mut buf = vec![0u8; 256];
         // SAFETY: `buf` is writable for its length; llama.cpp NUL-terminates.
-        let n = unsafe { sys::llama_model_desc(self.ptr.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n =
+            unsafe { sys::llama_model_desc(self.ptr.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         buf.truncate(n.clamp(0, 255) as usize);
         String::from_utf8_lossy(&buf).into_owned()
     }
@@ -268,7 +294,12 @@ impl LlamaModel {
         let mut buf = vec![0u8; 512];
         // SAFETY: `key` is NUL-terminated; `buf` is writable for its length.
         let n = unsafe {
-            sys::llama_model_meta_val_str(self.ptr.as_ptr(), key.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            sys::llama_model_meta_val_str(
+                self.ptr.as_ptr(),
+                key.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
         };
         if n < 0 {
             return None;
@@ -279,7 +310,12 @@ impl LlamaModel {
 
     /// Tokenizes `text`; `add_special` adds BOS/EOS as the model asks,
     /// `parse_special` turns text like `<|im_start|>` into special tokens.
-    pub(crate) fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<i32>, String> {
+    pub(crate) fn tokenize(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<i32>, String> {
         let len = i32::try_from(text.len()).map_err(|_| "the text is over 2 GiB".to_string())?;
         let mut tokens = vec![0i32; text.len() / 2 + 8];
         for _ in 0..2 {
@@ -314,7 +350,14 @@ impl LlamaModel {
         for _ in 0..2 {
             // SAFETY: `buf` is writable for its length; the vocab is live.
             let n = unsafe {
-                sys::llama_token_to_piece(self.vocab.as_ptr(), token, buf.as_mut_ptr().cast(), buf.len() as i32, 0, true)
+                sys::llama_token_to_piece(
+                    self.vocab.as_ptr(),
+                    token,
+                    buf.as_mut_ptr().cast(),
+                    buf.len() as i32,
+                    0,
+                    true,
+                )
             };
             if n >= 0 {
                 buf.truncate(n as usize);
@@ -411,7 +454,9 @@ impl GraphTensor<'_> {
         }
         // SAFETY: the tensor has a backend buffer, the range lies inside it
         // (checked above), and `dst` is writable for `size` bytes.
-        unsafe { sys::ggml_backend_tensor_get(self.raw, dst.as_mut_ptr().cast(), byte_offset, size) };
+        unsafe {
+            sys::ggml_backend_tensor_get(self.raw, dst.as_mut_ptr().cast(), byte_offset, size)
+        };
         Ok(())
     }
 }
@@ -439,7 +484,11 @@ struct CallbackSlot {
     panicked: Option<String>,
 }
 
-unsafe extern "C" fn eval_trampoline(t: *mut sys::ggml_tensor, ask: bool, user_data: *mut c_void) -> bool {
+unsafe extern "C" fn eval_trampoline(
+    t: *mut sys::ggml_tensor,
+    ask: bool,
+    user_data: *mut c_void,
+) -> bool {
     // Returning false in the data phase cancels the computation and leaves
     // garbage behind, so every data-phase path returns true.
     let answer_if_idle = !ask;
@@ -457,7 +506,9 @@ unsafe extern "C" fn eval_trampoline(t: *mut sys::ggml_tensor, ask: bool, user_d
     // GraphObserver` that outlives the llama_decode call it is set around.
     let observer = unsafe { &mut *slot.observer.cast::<&mut dyn GraphObserver>() };
     // SAFETY: llama.cpp passes a live tensor valid for this call.
-    let tensor = GraphTensor { raw: unsafe { &*t } };
+    let tensor = GraphTensor {
+        raw: unsafe { &*t },
+    };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if ask {
             observer.wants(&tensor)
@@ -509,7 +560,9 @@ pub(crate) struct LlamaContext<'m> {
 
 impl std::fmt::Debug for CallbackSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallbackSlot").field("busy", &!self.observer.is_null()).finish()
+        f.debug_struct("CallbackSlot")
+            .field("busy", &!self.observer.is_null())
+            .finish()
     }
 }
 
@@ -519,7 +572,10 @@ unsafe impl Send for LlamaContext<'_> {}
 
 impl<'m> LlamaContext<'m> {
     pub(crate) fn new(model: &'m LlamaModel, p: RawContextParams) -> Result<Self, Vec<String>> {
-        let slot = Box::new(CallbackSlot { observer: std::ptr::null_mut(), panicked: None });
+        let slot = Box::new(CallbackSlot {
+            observer: std::ptr::null_mut(),
+            panicked: None,
+        });
         let slot = NonNull::from(Box::leak(slot));
         // SAFETY: default params are plain data; we set plain fields only.
         let mut params = unsafe { sys::llama_context_default_params() };
@@ -552,7 +608,13 @@ impl<'m> LlamaContext<'m> {
             return Err(take_recent_problems());
         };
         let dims = model.dims();
-        Ok(LlamaContext { ptr, slot, _model: std::marker::PhantomData, n_vocab: dims.n_vocab, n_embd: dims.n_embd })
+        Ok(LlamaContext {
+            ptr,
+            slot,
+            _model: std::marker::PhantomData,
+            n_vocab: dims.n_vocab,
+            n_embd: dims.n_embd,
+        })
     }
 
     pub(crate) fn n_ctx(&self) -> usize {
@@ -564,7 +626,12 @@ impl<'m> LlamaContext<'m> {
     /// process on a longer one, so callers check against this first.
     pub(crate) fn max_batch(&self) -> usize {
         // SAFETY: pure getters on a live context.
-        let (batch, ubatch) = unsafe { (sys::llama_n_batch(self.ptr.as_ptr()), sys::llama_n_ubatch(self.ptr.as_ptr())) };
+        let (batch, ubatch) = unsafe {
+            (
+                sys::llama_n_batch(self.ptr.as_ptr()),
+                sys::llama_n_ubatch(self.ptr.as_ptr()),
+            )
+        };
         (batch.min(ubatch) as usize).min(self.n_ctx())
     }
 
@@ -632,13 +699,18 @@ impl<'m> LlamaContext<'m> {
         // SAFETY: the batch came from llama_batch_init and is freed once.
         unsafe { sys::llama_batch_free(batch) };
         if let Some(panic) = slot.panicked.take() {
-            return Err(format!("the capture failed while llama.cpp was running: {panic}"));
+            return Err(format!(
+                "the capture failed while llama.cpp was running: {panic}"
+            ));
         }
         match status {
             0 => Ok(()),
             1 => Err("llama.cpp found no room in the KV cache for the batch".to_string()),
             2 => Err("llama.cpp aborted the computation".to_string()),
-            s => Err(format!("llama_decode failed with status {s}: {}", take_recent_problems().join("; "))),
+            s => Err(format!(
+                "llama_decode failed with status {s}: {}",
+                take_recent_problems().join("; ")
+            )),
         }
     }
 

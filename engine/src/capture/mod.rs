@@ -9,6 +9,7 @@
 //! key spans. A request that only wants summaries therefore costs memory in
 //! proportion to layers × heads × spans, never layers × heads × tokens².
 
+mod cpu;
 mod llama;
 mod observer;
 mod request;

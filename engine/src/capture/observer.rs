@@ -16,7 +16,9 @@
 use half::f16;
 
 use super::llama::{GraphObserver, GraphOp, GraphTensor};
-use super::request::{AttentionKeep, AttentionPath, CaptureRequest, F32Array, HiddenRequest, Pooling};
+use super::request::{
+    AttentionKeep, AttentionPath, CaptureRequest, F32Array, HiddenRequest, Pooling,
+};
 
 /// Model and prompt sizes the observer checks every tensor against.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +38,14 @@ pub(crate) struct Recompute {
     /// its KV cache is float16 (the default): this makes the recomputed rows
     /// match the materialized ones to float32 rounding instead of ~1e-3.
     pub round_to_f16: bool,
+}
+
+/// The arrays one decode filled, shaped as the request says.
+#[derive(Debug)]
+pub(crate) struct Captured {
+    pub hidden: Option<F32Array>,
+    pub attention: Option<F32Array>,
+    pub final_norm: Option<F32Array>,
 }
 
 /// Gathers what a [`CaptureRequest`] asks for while llama.cpp computes.
@@ -91,8 +101,12 @@ impl<'r> CaptureObserver<'r> {
         }
         let hidden = match &request.hidden {
             HiddenRequest::None => None,
-            HiddenRequest::All => Some(F32Array::zeros(&[dims.n_layer, dims.n_tokens, dims.n_embd])),
-            HiddenRequest::Pooled(pools) => Some(F32Array::zeros(&[pools.len(), dims.n_layer, dims.n_embd])),
+            HiddenRequest::All => {
+                Some(F32Array::zeros(&[dims.n_layer, dims.n_tokens, dims.n_embd]))
+            }
+            HiddenRequest::Pooled(pools) => {
+                Some(F32Array::zeros(&[pools.len(), dims.n_layer, dims.n_embd]))
+            }
         };
         let attention = request.attention.as_ref().map(|a| {
             let last = match &a.keep {
@@ -101,7 +115,9 @@ impl<'r> CaptureObserver<'r> {
             };
             F32Array::zeros(&[dims.n_layer, dims.n_head, a.queries.len(), last])
         });
-        let final_norm = request.final_norm.then(|| F32Array::zeros(&[dims.n_tokens, dims.n_embd]));
+        let final_norm = request
+            .final_norm
+            .then(|| F32Array::zeros(&[dims.n_tokens, dims.n_embd]));
         CaptureObserver {
             request,
             dims,
@@ -126,13 +142,15 @@ impl<'r> CaptureObserver<'r> {
 
     /// The arrays gathered, or what went wrong (a missing layer, a layout
     /// that does not match the model).
-    pub(crate) fn finish(self) -> Result<(Option<F32Array>, Option<F32Array>, Option<F32Array>), String> {
+    pub(crate) fn finish(self) -> Result<Captured, String> {
         if let Some(problem) = self.problem {
             return Err(problem);
         }
         if self.hidden.is_some() {
             if let Some(il) = self.hidden_seen.iter().position(|seen| !seen) {
-                return Err(format!("llama.cpp never produced the hidden state of layer {il} (`l_out-{il}`)"));
+                return Err(format!(
+                    "llama.cpp never produced the hidden state of layer {il} (`l_out-{il}`)"
+                ));
             }
         }
         if self.attention.is_some() {
@@ -151,7 +169,11 @@ impl<'r> CaptureObserver<'r> {
         if self.final_norm.is_some() && !self.final_seen {
             return Err("llama.cpp never produced the final norm (`result_norm`)".to_string());
         }
-        Ok((self.hidden, self.attention, self.final_norm))
+        Ok(Captured {
+            hidden: self.hidden,
+            attention: self.attention,
+            final_norm: self.final_norm,
+        })
     }
 
     fn fail(&mut self, problem: String) {
@@ -172,17 +194,29 @@ impl<'r> CaptureObserver<'r> {
 
     /// Reads `n` consecutive rows of length `width` from a 2-D tensor into
     /// the scratch buffer (one copy when rows are contiguous).
-    fn read_rows(&mut self, t: &GraphTensor<'_>, first: usize, n: usize, width: usize) -> Result<(), String> {
+    fn read_rows(
+        &mut self,
+        t: &GraphTensor<'_>,
+        first: usize,
+        n: usize,
+        width: usize,
+    ) -> Result<(), String> {
         let nb = t.nb();
         self.scratch.resize(n * width, 0.0);
         if nb[0] != 4 {
-            return Err(format!("tensor `{}` is not contiguous in its first dimension", t.name()));
+            return Err(format!(
+                "tensor `{}` is not contiguous in its first dimension",
+                t.name()
+            ));
         }
         if nb[1] == width * 4 {
             t.read_f32(first * nb[1], &mut self.scratch[..n * width])
         } else {
             for r in 0..n {
-                t.read_f32((first + r) * nb[1], &mut self.scratch[r * width..(r + 1) * width])?;
+                t.read_f32(
+                    (first + r) * nb[1],
+                    &mut self.scratch[r * width..(r + 1) * width],
+                )?;
             }
             Ok(())
         }
@@ -191,14 +225,22 @@ impl<'r> CaptureObserver<'r> {
     fn observe_hidden(&mut self, t: &GraphTensor<'_>, il: usize) -> Result<(), String> {
         let [n_embd, n_rows, ..] = t.ne();
         if n_embd != self.dims.n_embd {
-            return Err(format!("`{}` has {n_embd} features, the model {}", t.name(), self.dims.n_embd));
+            return Err(format!(
+                "`{}` has {n_embd} features, the model {}",
+                t.name(),
+                self.dims.n_embd
+            ));
         }
         let request = self.request;
         match &request.hidden {
             HiddenRequest::None => {}
             HiddenRequest::All => {
                 if n_rows != self.dims.n_tokens {
-                    return Err(format!("`{}` has {n_rows} rows; all {} tokens must be outputs", t.name(), self.dims.n_tokens));
+                    return Err(format!(
+                        "`{}` has {n_rows} rows; all {} tokens must be outputs",
+                        t.name(),
+                        self.dims.n_tokens
+                    ));
                 }
                 self.read_rows(t, 0, n_rows, n_embd)?;
                 if let Some(hidden) = self.hidden.as_mut() {
@@ -209,9 +251,13 @@ impl<'r> CaptureObserver<'r> {
             HiddenRequest::Pooled(pools) => {
                 for (k, pool) in pools.iter().enumerate() {
                     let positions = pool.positions();
-                    let first = self
-                        .row_of(positions.start, n_rows)
-                        .ok_or_else(|| format!("token {} is not among the rows of `{}`", positions.start, t.name()))?;
+                    let first = self.row_of(positions.start, n_rows).ok_or_else(|| {
+                        format!(
+                            "token {} is not among the rows of `{}`",
+                            positions.start,
+                            t.name()
+                        )
+                    })?;
                     self.read_rows(t, first, positions.len(), n_embd)?;
                     let pooled = pool_rows(pool, &self.scratch, n_embd);
                     if let Some(hidden) = self.hidden.as_mut() {
@@ -237,7 +283,9 @@ impl<'r> CaptureObserver<'r> {
             ));
         }
         let nb = t.nb();
-        let Some(request) = self.request.attention.as_ref() else { return Ok(()) };
+        let Some(request) = self.request.attention.as_ref() else {
+            return Ok(());
+        };
         let mut row = vec![0.0f32; d.n_tokens];
         for h in 0..n_head {
             for (qi, &q) in request.queries.iter().enumerate() {
@@ -251,15 +299,25 @@ impl<'r> CaptureObserver<'r> {
         Ok(())
     }
 
-    fn observe_rope(&mut self, t: &GraphTensor<'_>, il: usize, is_query: bool) -> Result<(), String> {
+    fn observe_rope(
+        &mut self,
+        t: &GraphTensor<'_>,
+        il: usize,
+        is_query: bool,
+    ) -> Result<(), String> {
         let [head_dim, heads, n_tokens, _] = t.ne();
         let nb = t.nb();
         if n_tokens != self.dims.n_tokens || nb[0] != 4 || nb[1] != head_dim * 4 {
-            return Err(format!("`{}` has an unexpected layout ({head_dim} × {heads} × {n_tokens})", t.name()));
+            return Err(format!(
+                "`{}` has an unexpected layout ({head_dim} × {heads} × {n_tokens})",
+                t.name()
+            ));
         }
         let width = head_dim * heads;
         if is_query {
-            let Some(request) = self.request.attention.as_ref() else { return Ok(()) };
+            let Some(request) = self.request.attention.as_ref() else {
+                return Ok(());
+            };
             self.queries.resize(request.queries.len() * width, 0.0);
             for (qi, &q) in request.queries.iter().enumerate() {
                 t.read_f32(q * nb[2], &mut self.queries[qi * width..(qi + 1) * width])?;
@@ -276,9 +334,14 @@ impl<'r> CaptureObserver<'r> {
             }
             self.k_layer = Some((il, head_dim, heads));
         }
-        if let (Some((ql, hd, n_head)), Some((kl, hd_k, n_head_kv))) = (self.q_layer, self.k_layer) {
+        if let (Some((ql, hd, n_head)), Some((kl, hd_k, n_head_kv))) = (self.q_layer, self.k_layer)
+        {
             if ql == il && kl == il {
-                if hd != hd_k || n_head != self.dims.n_head || n_head_kv == 0 || n_head % n_head_kv != 0 {
+                if hd != hd_k
+                    || n_head != self.dims.n_head
+                    || n_head_kv == 0
+                    || n_head % n_head_kv != 0
+                {
                     return Err(format!("layer {il}: queries and keys do not fit ({n_head} heads, {n_head_kv} KV heads)"));
                 }
                 self.recompute_layer(il, hd, n_head_kv);
@@ -292,12 +355,23 @@ impl<'r> CaptureObserver<'r> {
 
     /// softmax(q·k · scale) over the causal prefix, from the stored queries and keys.
     fn recompute_layer(&mut self, il: usize, head_dim: usize, n_head_kv: usize) {
-        let Some(request) = self.request.attention.as_ref() else { return };
+        let Some(request) = self.request.attention.as_ref() else {
+            return;
+        };
         let d = self.dims;
         let group = d.n_head / n_head_kv;
-        let scale = self.recompute.kq_scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
+        let scale = self
+            .recompute
+            .kq_scale
+            .unwrap_or(1.0 / (head_dim as f32).sqrt());
         let round_to_f16 = self.recompute.round_to_f16;
-        let round = |x: f32| if round_to_f16 { f16::from_f32(x).to_f32() } else { x };
+        let round = |x: f32| {
+            if round_to_f16 {
+                f16::from_f32(x).to_f32()
+            } else {
+                x
+            }
+        };
         let keys: Vec<f32> = self.keys.iter().map(|&x| round(x)).collect();
         let q_width = head_dim * d.n_head;
         let k_width = head_dim * n_head_kv;
@@ -314,7 +388,11 @@ impl<'r> CaptureObserver<'r> {
                 let mut max = f32::NEG_INFINITY;
                 for (j, score) in row.iter_mut().enumerate().take(pos + 1) {
                     let k = &keys[j * k_width + g * head_dim..j * k_width + (g + 1) * head_dim];
-                    let dot: f64 = q.iter().zip(k).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+                    let dot: f64 = q
+                        .iter()
+                        .zip(k)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum();
                     *score = dot as f32 * scale;
                     max = max.max(*score);
                 }
@@ -331,7 +409,9 @@ impl<'r> CaptureObserver<'r> {
     }
 
     fn store_row(&mut self, il: usize, h: usize, qi: usize, row: &[f32]) {
-        let (Some(request), Some(attention)) = (self.request.attention.as_ref(), self.attention.as_mut()) else {
+        let (Some(request), Some(attention)) =
+            (self.request.attention.as_ref(), self.attention.as_mut())
+        else {
             return;
         };
         let start = attention.offset(&[il, h, qi, 0]);
@@ -340,7 +420,10 @@ impl<'r> CaptureObserver<'r> {
             AttentionKeep::SpanMass(spans) => {
                 for (s, span) in spans.iter().enumerate() {
                     let end = span.end.min(row.len());
-                    let mass: f64 = row[span.start.min(end)..end].iter().map(|&p| f64::from(p)).sum();
+                    let mass: f64 = row[span.start.min(end)..end]
+                        .iter()
+                        .map(|&p| f64::from(p))
+                        .sum();
                     attention.data[start + s] = mass as f32;
                 }
             }
@@ -350,7 +433,10 @@ impl<'r> CaptureObserver<'r> {
     fn observe_final_norm(&mut self, t: &GraphTensor<'_>) -> Result<(), String> {
         let [n_embd, n_rows, ..] = t.ne();
         if n_embd != self.dims.n_embd || n_rows != self.dims.n_tokens {
-            return Err(format!("`{}` has shape [{n_embd}, {n_rows}]; all tokens must be outputs", t.name()));
+            return Err(format!(
+                "`{}` has shape [{n_embd}, {n_rows}]; all tokens must be outputs",
+                t.name()
+            ));
         }
         self.read_rows(t, 0, n_rows, n_embd)?;
         if let Some(out) = self.final_norm.as_mut() {
@@ -370,7 +456,9 @@ pub(crate) fn pool_rows(pool: &Pooling, rows: &[f32], width: usize) -> Vec<f32> 
         Pooling::Mean(_) => {
             let mut sum = vec![0.0f64; width];
             for row in rows.chunks_exact(width) {
-                sum.iter_mut().zip(row).for_each(|(s, &x)| *s += f64::from(x));
+                sum.iter_mut()
+                    .zip(row)
+                    .for_each(|(s, &x)| *s += f64::from(x));
             }
             sum.iter().map(|s| (s / n as f64) as f32).collect()
         }
@@ -391,8 +479,12 @@ impl GraphObserver for CaptureObserver<'_> {
         let attention = self.request.attention.is_some();
         match (base, t.op()) {
             ("l_out", _) => in_range && self.hidden.is_some(),
-            ("kq_soft_max", GraphOp::SoftMax) => in_range && attention && self.path == AttentionPath::Materialized,
-            ("Qcur" | "Kcur", GraphOp::Rope) => in_range && attention && self.path == AttentionPath::Recomputed,
+            ("kq_soft_max", GraphOp::SoftMax) => {
+                in_range && attention && self.path == AttentionPath::Materialized
+            }
+            ("Qcur" | "Kcur", GraphOp::Rope) => {
+                in_range && attention && self.path == AttentionPath::Recomputed
+            }
             ("result_norm" | "result_embd_pooled", _) => self.final_norm.is_some(),
             _ => false,
         }
@@ -432,8 +524,14 @@ mod tests {
     #[test]
     fn mean_and_max_pooling_reduce_rows() {
         let rows = [1.0, -2.0, 3.0, 4.0, 5.0, -6.0];
-        assert_eq!(pool_rows(&Pooling::Mean(0..3), &rows, 2), vec![3.0, -4.0 / 3.0]);
+        assert_eq!(
+            pool_rows(&Pooling::Mean(0..3), &rows, 2),
+            vec![3.0, -4.0 / 3.0]
+        );
         assert_eq!(pool_rows(&Pooling::Max(0..3), &rows, 2), vec![5.0, 4.0]);
-        assert_eq!(pool_rows(&Pooling::Token(1), &rows[2..4], 2), vec![3.0, 4.0]);
+        assert_eq!(
+            pool_rows(&Pooling::Token(1), &rows[2..4], 2),
+            vec![3.0, 4.0]
+        );
     }
 }

@@ -11,7 +11,10 @@ pub struct F32Array {
 
 impl F32Array {
     pub fn zeros(shape: &[usize]) -> Self {
-        F32Array { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
+        F32Array {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        }
     }
 
     /// Row-major offset of the element at `index` (one entry per dimension).
@@ -131,8 +134,12 @@ pub struct Activations {
 impl Activations {
     /// Token ids of the `n` most likely next tokens, most likely first.
     pub fn top_next(&self, n: usize) -> Vec<(i32, f32)> {
-        let mut ranked: Vec<(i32, f32)> =
-            self.logits_last.iter().enumerate().map(|(i, &l)| (i as i32, l)).collect();
+        let mut ranked: Vec<(i32, f32)> = self
+            .logits_last
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as i32, l))
+            .collect();
         // Ties broken by token id so the order is deterministic.
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked.truncate(n);

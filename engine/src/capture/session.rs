@@ -13,34 +13,56 @@ use super::request::{Activations, AttentionPath, CaptureRequest, F32Array, Hidde
 pub enum CaptureError {
     #[error("model file `{path}` does not exist{hint}")]
     ModelNotFound { path: PathBuf, hint: String },
-    #[error("model path `{0}` is a directory, not a file: pass the .gguf file inside it with --model")]
+    #[error(
+        "model path `{0}` is a directory, not a file: pass the .gguf file inside it with --model"
+    )]
     ModelIsDirectory(PathBuf),
     #[error("cannot read model file `{path}`: {source}")]
-    ModelUnreadable { path: PathBuf, source: std::io::Error },
+    ModelUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("model file `{path}` is not a GGUF file ({found}): pass a .gguf model with --model (convert other formats with llama.cpp's convert_hf_to_gguf.py)")]
     NotGguf { path: PathBuf, found: String },
     #[error("model file `{path}` has a damaged GGUF header ({reason}): download the model again")]
     CorruptGguf { path: PathBuf, reason: String },
     #[error("model file `{path}` is truncated: it has {len} bytes but its header lists tensors up to byte {expected}; the download or copy was cut short, fetch it again")]
-    TruncatedGguf { path: PathBuf, len: u64, expected: u64 },
+    TruncatedGguf {
+        path: PathBuf,
+        len: u64,
+        expected: u64,
+    },
     #[error("model file `{path}` uses the architecture `{architecture}`, which this llama.cpp build (llama-cpp-sys-2 {version}) cannot run: use a model of a supported architecture, or an engine built on a newer llama.cpp")]
-    UnsupportedArchitecture { path: PathBuf, architecture: String, version: &'static str },
+    UnsupportedArchitecture {
+        path: PathBuf,
+        architecture: String,
+        version: &'static str,
+    },
     #[error("llama.cpp could not load `{path}`: {reason}")]
     LoadFailed { path: PathBuf, reason: String },
     #[error("llama.cpp could not create a context of {n_ctx} tokens: {reason}; try a smaller --ctx-size")]
     ContextFailed { n_ctx: u32, reason: String },
     #[error("--n-gpu-layers {0} asks for GPU offload, but this engine was built without GPU support: rebuild with `--features cuda`, or drop the flag")]
     NoGpuSupport(i32),
+    #[error("this engine's llama.cpp was compiled for CPU features this machine lacks ({0}); rebuild it here: `cargo clean -p llama-cpp-sys-2 && cargo build --release` without GGML_AVX512 set")]
+    CpuUnsupported(String),
     #[error("the prompt is empty: give some text with --prompt or --prompt-file")]
     EmptyPrompt,
     #[error("the prompt is {tokens} tokens long but the context holds {n_ctx}: pass a larger --ctx-size (at most the model's {n_ctx_train}) or shorten the prompt")]
-    PromptTooLong { tokens: usize, n_ctx: usize, n_ctx_train: usize },
+    PromptTooLong {
+        tokens: usize,
+        n_ctx: usize,
+        n_ctx_train: usize,
+    },
     #[error("could not tokenize the prompt: {0}")]
     Tokenize(String),
     #[error("the capture request does not fit the prompt: {0}")]
     BadRequest(String),
     #[error("recomputed attention is only verified for the llama-like architectures {supported:?}, and this model is `{architecture}`: pass --flash-attn off to read llama.cpp's attention directly")]
-    RecomputeUnsupported { architecture: String, supported: &'static [&'static str] },
+    RecomputeUnsupported {
+        architecture: String,
+        supported: &'static [&'static str],
+    },
     #[error("llama.cpp failed while running the prompt: {0}")]
     Decode(String),
 }
@@ -48,7 +70,10 @@ pub enum CaptureError {
 impl CaptureError {
     /// Whether the error is the user's input (exit code 2) rather than a fault.
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, CaptureError::Decode(_) | CaptureError::ContextFailed { .. })
+        !matches!(
+            self,
+            CaptureError::Decode(_) | CaptureError::ContextFailed { .. }
+        )
     }
 }
 
@@ -98,10 +123,16 @@ impl Model {
         if options.n_gpu_layers != 0 && !llama::supports_gpu_offload() {
             return Err(CaptureError::NoGpuSupport(options.n_gpu_layers));
         }
+        let missing = super::cpu::missing_features(&llama::llama_build_info());
+        if !missing.is_empty() {
+            return Err(CaptureError::CpuUnsupported(missing.join(", ")));
+        }
         let summary = check_gguf_file(&path)?;
         let file_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let inner = LlamaModel::load(&path, options.n_gpu_layers).map_err(|problems| {
-            let unknown_arch = problems.iter().any(|p| p.contains("unknown model architecture"));
+            let unknown_arch = problems
+                .iter()
+                .any(|p| p.contains("unknown model architecture"));
             match (&summary.architecture, unknown_arch) {
                 (Some(architecture), true) => CaptureError::UnsupportedArchitecture {
                     path: path.clone(),
@@ -110,12 +141,17 @@ impl Model {
                 },
                 _ => CaptureError::LoadFailed {
                     path: path.clone(),
-                    reason: problems.last().cloned().unwrap_or_else(|| "no reason given (run with -v for llama.cpp's log)".into()),
+                    reason: problems.last().cloned().unwrap_or_else(|| {
+                        "no reason given (run with -v for llama.cpp's log)".into()
+                    }),
                 },
             }
         })?;
         let dims = inner.dims();
-        let architecture = summary.architecture.clone().unwrap_or_else(|| "unknown".to_string());
+        let architecture = summary
+            .architecture
+            .clone()
+            .unwrap_or_else(|| "unknown".to_string());
         let attention_scale = inner
             .meta(&format!("{architecture}.attention.scale"))
             .and_then(|s| s.trim().parse::<f32>().ok())
@@ -134,7 +170,11 @@ impl Model {
             n_ctx_train: dims.n_ctx_train,
             adds_bos: dims.add_bos,
         };
-        Ok(Model { inner, info, attention_scale })
+        Ok(Model {
+            inner,
+            info,
+            attention_scale,
+        })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -147,7 +187,9 @@ impl Model {
         if text.is_empty() {
             return Err(CaptureError::EmptyPrompt);
         }
-        self.inner.tokenize(text, true, parse_special).map_err(CaptureError::Tokenize)
+        self.inner
+            .tokenize(text, true, parse_special)
+            .map_err(CaptureError::Tokenize)
     }
 
     /// The raw bytes of a token (may hold part of a UTF-8 character).
@@ -163,7 +205,10 @@ impl Model {
     /// The text of a token sequence (bytes joined before decoding UTF-8, so
     /// characters split across tokens come out whole).
     pub fn detokenize(&self, tokens: &[i32]) -> String {
-        let bytes: Vec<u8> = tokens.iter().flat_map(|&t| self.inner.token_bytes(t)).collect();
+        let bytes: Vec<u8> = tokens
+            .iter()
+            .flat_map(|&t| self.inner.token_bytes(t))
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
@@ -187,24 +232,40 @@ impl Model {
 /// that each problem gets its own clear message.
 fn check_gguf_file(path: &Path) -> Result<llama::GgufSummary, CaptureError> {
     let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => CaptureError::ModelNotFound { path: path.to_path_buf(), hint: String::new() },
-        _ => CaptureError::ModelUnreadable { path: path.to_path_buf(), source },
+        std::io::ErrorKind::NotFound => CaptureError::ModelNotFound {
+            path: path.to_path_buf(),
+            hint: String::new(),
+        },
+        _ => CaptureError::ModelUnreadable {
+            path: path.to_path_buf(),
+            source,
+        },
     })?;
     if meta.is_dir() {
         return Err(CaptureError::ModelIsDirectory(path.to_path_buf()));
     }
     let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(path)
-        .map_err(|source| CaptureError::ModelUnreadable { path: path.to_path_buf(), source })?;
-    let n = read_up_to(&mut file, &mut magic)
-        .map_err(|source| CaptureError::ModelUnreadable { path: path.to_path_buf(), source })?;
+    let mut file = std::fs::File::open(path).map_err(|source| CaptureError::ModelUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let n = read_up_to(&mut file, &mut magic).map_err(|source| CaptureError::ModelUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if n < 4 || &magic != b"GGUF" {
         let found = match n {
             0 => "the file is empty".to_string(),
             1..=3 => format!("the file has only {n} bytes"),
-            _ => format!("it starts with {:?}, not \"GGUF\"", String::from_utf8_lossy(&magic)),
+            _ => format!(
+                "it starts with {:?}, not \"GGUF\"",
+                String::from_utf8_lossy(&magic)
+            ),
         };
-        return Err(CaptureError::NotGguf { path: path.to_path_buf(), found });
+        return Err(CaptureError::NotGguf {
+            path: path.to_path_buf(),
+            found,
+        });
     }
     let summary = llama::read_gguf_summary(path).map_err(|problems| CaptureError::CorruptGguf {
         path: path.to_path_buf(),
@@ -217,7 +278,11 @@ fn check_gguf_file(path: &Path) -> Result<llama::GgufSummary, CaptureError> {
             .unwrap_or_else(|| "it could not be parsed".into()),
     })?;
     if meta.len() < summary.expected_len {
-        return Err(CaptureError::TruncatedGguf { path: path.to_path_buf(), len: meta.len(), expected: summary.expected_len });
+        return Err(CaptureError::TruncatedGguf {
+            path: path.to_path_buf(),
+            len: meta.len(),
+            expected: summary.expected_len,
+        });
     }
     Ok(summary)
 }
@@ -287,7 +352,9 @@ impl<'m> Session<'m> {
             )));
         }
         let threads = if options.threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             options.threads
         };
@@ -298,11 +365,22 @@ impl<'m> Session<'m> {
             embeddings: options.embeddings,
             with_callback: options.with_callback,
         };
-        let ctx = LlamaContext::new(&model.inner, params).map_err(|problems| CaptureError::ContextFailed {
-            n_ctx: options.n_ctx,
-            reason: problems.last().cloned().unwrap_or_else(|| "no reason given".into()),
+        let ctx = LlamaContext::new(&model.inner, params).map_err(|problems| {
+            CaptureError::ContextFailed {
+                n_ctx: options.n_ctx,
+                reason: problems
+                    .last()
+                    .cloned()
+                    .unwrap_or_else(|| "no reason given".into()),
+            }
         })?;
-        Ok(Session { model, ctx, options, position: 0, last_logits: Vec::new() })
+        Ok(Session {
+            model,
+            ctx,
+            options,
+            position: 0,
+            last_logits: Vec::new(),
+        })
     }
 
     pub fn model(&self) -> &'m Model {
@@ -320,14 +398,20 @@ impl<'m> Session<'m> {
 
     /// The attention path this session uses.
     pub fn attention_path(&self) -> AttentionPath {
-        self.options.attention_path.unwrap_or(match self.options.flash_attention {
-            FlashAttention::Off => AttentionPath::Materialized,
-            FlashAttention::On | FlashAttention::Auto => AttentionPath::Recomputed,
-        })
+        self.options
+            .attention_path
+            .unwrap_or(match self.options.flash_attention {
+                FlashAttention::Off => AttentionPath::Materialized,
+                FlashAttention::On | FlashAttention::Auto => AttentionPath::Recomputed,
+            })
     }
 
     /// Tokenizes and captures `text`.
-    pub fn capture_text(&mut self, text: &str, request: &CaptureRequest) -> Result<Activations, CaptureError> {
+    pub fn capture_text(
+        &mut self,
+        text: &str,
+        request: &CaptureRequest,
+    ) -> Result<Activations, CaptureError> {
         let tokens = self.model.tokenize(text, false)?;
         self.capture(&tokens, request)
     }
@@ -335,7 +419,11 @@ impl<'m> Session<'m> {
     /// Runs `tokens` from an empty cache and returns what `request` asks for.
     /// Afterwards the cache holds the prompt, so [`Session::continue_greedy`]
     /// can generate the answer without running the prompt again.
-    pub fn capture(&mut self, tokens: &[i32], request: &CaptureRequest) -> Result<Activations, CaptureError> {
+    pub fn capture(
+        &mut self,
+        tokens: &[i32],
+        request: &CaptureRequest,
+    ) -> Result<Activations, CaptureError> {
         let n = tokens.len();
         self.validate(tokens, request)?;
         let info = &self.model.info;
@@ -344,10 +432,20 @@ impl<'m> Session<'m> {
             self.model.recompute_check()?;
         }
         let outputs = output_mask(n, request);
-        let dims = Dims { n_layer: info.n_layer, n_embd: info.n_embd, n_head: info.n_head, n_tokens: n };
-        let recompute = Recompute { kq_scale: self.model.attention_scale, round_to_f16: true };
+        let dims = Dims {
+            n_layer: info.n_layer,
+            n_embd: info.n_embd,
+            n_head: info.n_head,
+            n_tokens: n,
+        };
+        let recompute = Recompute {
+            kq_scale: self.model.attention_scale,
+            round_to_f16: true,
+        };
         if !self.options.with_callback && *request != CaptureRequest::default() {
-            return Err(CaptureError::BadRequest("this session was created without the tensor callback".into()));
+            return Err(CaptureError::BadRequest(
+                "this session was created without the tensor callback".into(),
+            ));
         }
         let mut observer = CaptureObserver::new(request, dims, path, recompute, &outputs);
         self.ctx.clear();
@@ -355,23 +453,29 @@ impl<'m> Session<'m> {
         // A request for nothing but logits runs without observer: the
         // callback then declines every node at once.
         let wants_nothing = *request == CaptureRequest::default();
-        let observer_ref: Option<&mut dyn super::llama::GraphObserver> =
-            if wants_nothing { None } else { Some(&mut observer) };
-        self.ctx.decode(tokens, 0, &outputs, observer_ref).map_err(CaptureError::Decode)?;
+        let observer_ref: Option<&mut dyn super::llama::GraphObserver> = if wants_nothing {
+            None
+        } else {
+            Some(&mut observer)
+        };
+        self.ctx
+            .decode(tokens, 0, &outputs, observer_ref)
+            .map_err(CaptureError::Decode)?;
         self.position = n;
-        let (hidden, attention, final_norm) = observer.finish().map_err(CaptureError::Decode)?;
+        let captured = observer.finish().map_err(CaptureError::Decode)?;
         let logits_last = self
             .ctx
             .logits(-1)
-            .ok_or_else(|| CaptureError::Decode("llama.cpp returned no logits for the last token".into()))?
+            .ok_or_else(|| {
+                CaptureError::Decode("llama.cpp returned no logits for the last token".into())
+            })?
             .to_vec();
         let logits_all = if request.all_logits {
             let mut all = F32Array::zeros(&[n, info.n_vocab]);
             for i in 0..n {
-                let row = self
-                    .ctx
-                    .logits(i as i32)
-                    .ok_or_else(|| CaptureError::Decode(format!("llama.cpp returned no logits for token {i}")))?;
+                let row = self.ctx.logits(i as i32).ok_or_else(|| {
+                    CaptureError::Decode(format!("llama.cpp returned no logits for token {i}"))
+                })?;
                 all.data[i * info.n_vocab..(i + 1) * info.n_vocab].copy_from_slice(row);
             }
             Some(all)
@@ -379,7 +483,14 @@ impl<'m> Session<'m> {
             None
         };
         self.last_logits = logits_last.clone();
-        Ok(Activations { tokens: tokens.to_vec(), hidden, attention, final_norm, logits_last, logits_all })
+        Ok(Activations {
+            tokens: tokens.to_vec(),
+            hidden: captured.hidden,
+            attention: captured.attention,
+            final_norm: captured.final_norm,
+            logits_last,
+            logits_all,
+        })
     }
 
     /// llama.cpp's own embeddings output (final norm) for token `i` of the
@@ -393,7 +504,9 @@ impl<'m> Session<'m> {
     /// token, which is not returned.
     pub fn continue_greedy(&mut self, max_new: usize) -> Result<Vec<i32>, CaptureError> {
         if self.last_logits.is_empty() {
-            return Err(CaptureError::BadRequest("generation needs a captured prompt first".into()));
+            return Err(CaptureError::BadRequest(
+                "generation needs a captured prompt first".into(),
+            ));
         }
         let mut generated = Vec::new();
         for _ in 0..max_new {
@@ -402,12 +515,16 @@ impl<'m> Session<'m> {
                 break;
             }
             generated.push(next);
-            self.ctx.decode(&[next], self.position, &[true], None).map_err(CaptureError::Decode)?;
+            self.ctx
+                .decode(&[next], self.position, &[true], None)
+                .map_err(CaptureError::Decode)?;
             self.position += 1;
             self.last_logits = self
                 .ctx
                 .logits(-1)
-                .ok_or_else(|| CaptureError::Decode("llama.cpp returned no logits while generating".into()))?
+                .ok_or_else(|| {
+                    CaptureError::Decode("llama.cpp returned no logits while generating".into())
+                })?
                 .to_vec();
         }
         Ok(generated)
@@ -419,14 +536,20 @@ impl<'m> Session<'m> {
             return Err(CaptureError::EmptyPrompt);
         }
         if n > self.max_prompt_tokens() {
-            return Err(CaptureError::PromptTooLong { tokens: n, n_ctx: self.max_prompt_tokens(), n_ctx_train: self.model.info.n_ctx_train });
+            return Err(CaptureError::PromptTooLong {
+                tokens: n,
+                n_ctx: self.max_prompt_tokens(),
+                n_ctx_train: self.model.info.n_ctx_train,
+            });
         }
         let bad = |what: String| Err(CaptureError::BadRequest(what));
         if let HiddenRequest::Pooled(pools) = &request.hidden {
             for pool in pools {
                 let r = pool.positions();
                 if r.is_empty() || r.end > n {
-                    return bad(format!("pooling {pool:?} must cover at least one of the prompt's {n} tokens"));
+                    return bad(format!(
+                        "pooling {pool:?} must cover at least one of the prompt's {n} tokens"
+                    ));
                 }
             }
         }

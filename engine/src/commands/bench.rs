@@ -15,21 +15,24 @@
 use std::time::{Duration, Instant};
 
 use crate::capture::{
-    Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, ContextOptions, FlashAttention,
-    HiddenRequest, Model, Pooling, Session,
+    Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, ContextOptions,
+    FlashAttention, HiddenRequest, Model, Pooling, Session,
 };
 use crate::cli::{BadInput, BenchArgs};
 use crate::commands::say;
 
 /// Text the benchmark prompts are cut from: ordinary prose, so that the
 /// tokenizer behaves as on real prompts.
-const BENCH_TEXT: &str = "Hannah is reading a book in the garden while Max is cooking dinner for his family. \
+const BENCH_TEXT: &str =
+    "Hannah is reading a book in the garden while Max is cooking dinner for his family. \
     The slope of the line is three and the intercept is two, so when x is four, y is fourteen. \
     In the morning the market opens early and the baker sells fresh bread to the neighbours. ";
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.tokens.is_empty() || args.tokens.contains(&0) || args.repeats == 0 {
-        return Err(BadInput("--tokens needs positive lengths and --repeats at least 1".into()).into());
+        return Err(
+            BadInput("--tokens needs positive lengths and --repeats at least 1".into()).into(),
+        );
     }
     let model = Model::load(&args.model.model_options()?)?;
     let info = model.info().clone();
@@ -38,7 +41,13 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let longest = *lengths.last().unwrap_or(&1);
     let base = args.model.context_options(longest, info.n_ctx_train);
 
-    say!("model    {} ({}, {} layers × {} heads)", info.path.display(), info.description, info.n_layer, info.n_head)?;
+    say!(
+        "model    {} ({}, {} layers × {} heads)",
+        info.path.display(),
+        info.description,
+        info.n_layer,
+        info.n_head
+    )?;
     say!("llama    {}", crate::capture::llama_build_info())?;
     say!(
         "threads  {}; flash attention {:?} for bare and reduced, off for full; min of {} runs (bare and reduced interleaved)",
@@ -47,9 +56,23 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.repeats
     )?;
     say!("")?;
-    say!("{:>7}  {:>12}  {:>15}  {:>12}  {:>12}  {:>9}", "tokens", "bare forward", "reduced capture", "full capture", "reduced/bare", "full/bare")?;
+    say!(
+        "{:>7}  {:>12}  {:>15}  {:>12}  {:>12}  {:>9}",
+        "tokens",
+        "bare forward",
+        "reduced capture",
+        "full capture",
+        "reduced/bare",
+        "full/bare"
+    )?;
 
-    let mut bare = Session::new(&model, ContextOptions { with_callback: false, ..base.clone() })?;
+    let mut bare = Session::new(
+        &model,
+        ContextOptions {
+            with_callback: false,
+            ..base.clone()
+        },
+    )?;
     let mut reduced = Session::new(&model, base.clone())?;
     let mut rows = Vec::new();
     for &n in &lengths {
@@ -63,7 +86,9 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         bare.capture(&tokens, &CaptureRequest::default())?;
         reduced.capture(&tokens, &reduced_request)?;
         for _ in 0..args.repeats {
-            t_bare = t_bare.min(timed(|| bare.capture(&tokens, &CaptureRequest::default()).map(drop))?);
+            t_bare = t_bare.min(timed(|| {
+                bare.capture(&tokens, &CaptureRequest::default()).map(drop)
+            })?);
             t_reduced = t_reduced.min(timed(|| {
                 kept_reduced = kept_bytes(&reduced.capture(&tokens, &reduced_request)?);
                 Ok(())
@@ -124,7 +149,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// One warm-up run, then the fastest of `repeats` runs.
-fn min_time<T>(repeats: usize, mut f: impl FnMut() -> Result<T, crate::capture::CaptureError>) -> anyhow::Result<Duration> {
+fn min_time<T>(
+    repeats: usize,
+    mut f: impl FnMut() -> Result<T, crate::capture::CaptureError>,
+) -> anyhow::Result<Duration> {
     f()?;
     let mut best = Duration::MAX;
     for _ in 0..repeats {
@@ -160,7 +188,10 @@ fn reduced_request(n: usize) -> CaptureRequest {
 fn full_request(n: usize) -> CaptureRequest {
     CaptureRequest {
         hidden: HiddenRequest::All,
-        attention: Some(AttentionRequest { queries: (0..n).collect(), keep: AttentionKeep::Rows }),
+        attention: Some(AttentionRequest {
+            queries: (0..n).collect(),
+            keep: AttentionKeep::Rows,
+        }),
         final_norm: true,
         all_logits: false,
     }
@@ -168,7 +199,12 @@ fn full_request(n: usize) -> CaptureRequest {
 
 fn kept_bytes(a: &Activations) -> usize {
     let arrays = [&a.hidden, &a.attention, &a.final_norm];
-    4 * (arrays.iter().filter_map(|x| x.as_ref()).map(|x| x.data.len()).sum::<usize>() + a.logits_last.len())
+    4 * (arrays
+        .iter()
+        .filter_map(|x| x.as_ref())
+        .map(|x| x.data.len())
+        .sum::<usize>()
+        + a.logits_last.len())
 }
 
 /// The process's peak resident set size (`VmHWM`), or 0 where unknown.

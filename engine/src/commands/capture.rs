@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::capture::{
-    Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, FlashAttention, HiddenRequest, Model,
-    Session,
+    Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, FlashAttention,
+    HiddenRequest, Model, Session,
 };
 use crate::cli::{BadInput, CaptureArgs};
 use crate::commands::say;
@@ -40,11 +40,29 @@ pub(crate) fn run(args: &CaptureArgs, quiet: bool) -> anyhow::Result<()> {
     let token_text: Vec<String> = tokens.iter().map(|&t| model.token_text(t)).collect();
 
     if !quiet {
-        say!("model   {} ({}, {} layers, {} heads, {} features)", info.path.display(), info.description, info.n_layer, info.n_head, info.n_embd)?;
-        say!("prompt  {} tokens: {}", tokens.len(), abbreviate(&token_text))?;
+        say!(
+            "model   {} ({}, {} layers, {} heads, {} features)",
+            info.path.display(),
+            info.description,
+            info.n_layer,
+            info.n_head,
+            info.n_embd
+        )?;
+        say!(
+            "prompt  {} tokens: {}",
+            tokens.len(),
+            abbreviate(&token_text)
+        )?;
         say!("next token, most likely first:")?;
-        for (rank, (token, prob)) in top_probabilities(&activations, args.top).into_iter().enumerate() {
-            say!("  {:>2}. {:<20} p = {prob:.4}  (id {token})", rank + 1, format!("{:?}", model.token_text(token)))?;
+        for (rank, (token, prob)) in top_probabilities(&activations, args.top)
+            .into_iter()
+            .enumerate()
+        {
+            say!(
+                "  {:>2}. {:<20} p = {prob:.4}  (id {token})",
+                rank + 1,
+                format!("{:?}", model.token_text(token))
+            )?;
         }
     }
     if let Some(out) = &args.out {
@@ -60,9 +78,16 @@ fn read_prompt(args: &CaptureArgs) -> anyhow::Result<String> {
     let prompt = match (&args.prompt, &args.prompt_file) {
         (Some(text), _) => text.clone(),
         (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-            BadInput(format!("cannot read the prompt file `{}`: {e}", path.display()))
+            BadInput(format!(
+                "cannot read the prompt file `{}`: {e}",
+                path.display()
+            ))
         })?,
-        (None, None) => return Err(BadInput("give a prompt with --prompt TEXT or --prompt-file FILE".into()).into()),
+        (None, None) => {
+            return Err(
+                BadInput("give a prompt with --prompt TEXT or --prompt-file FILE".into()).into(),
+            )
+        }
     };
     if prompt.is_empty() {
         return Err(crate::capture::CaptureError::EmptyPrompt.into());
@@ -73,7 +98,11 @@ fn read_prompt(args: &CaptureArgs) -> anyhow::Result<String> {
 /// Checks before any model work that the output can be written.
 fn check_output_path(out: &Path) -> anyhow::Result<()> {
     if out.is_dir() {
-        return Err(BadInput(format!("--out `{}` is a directory: name a file such as capture.npz", out.display())).into());
+        return Err(BadInput(format!(
+            "--out `{}` is a directory: name a file such as capture.npz",
+            out.display()
+        ))
+        .into());
     }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
@@ -101,7 +130,11 @@ fn top_probabilities(activations: &Activations, n: usize) -> Vec<(i32, f64)> {
 
 fn abbreviate(pieces: &[String]) -> String {
     const SHOWN: usize = 12;
-    let mut text: Vec<String> = pieces.iter().take(SHOWN).map(|p| format!("{p:?}")).collect();
+    let mut text: Vec<String> = pieces
+        .iter()
+        .take(SHOWN)
+        .map(|p| format!("{p:?}"))
+        .collect();
     if pieces.len() > SHOWN {
         text.push(format!("… ({} more)", pieces.len() - SHOWN));
     }
@@ -109,25 +142,60 @@ fn abbreviate(pieces: &[String]) -> String {
 }
 
 /// Writes the capture as `.npz`; returns the file size.
-pub(crate) fn write_capture(out: &Path, a: &Activations, token_text: &[String], n_layer: usize) -> anyhow::Result<u64> {
+pub(crate) fn write_capture(
+    out: &Path,
+    a: &Activations,
+    token_text: &[String],
+    n_layer: usize,
+) -> anyhow::Result<u64> {
     let n_tokens = a.tokens.len();
     let token_shape = [n_tokens];
     let logits_shape = [a.logits_last.len()];
     let mut arrays = vec![
-        ("tokens", NpyArray::I32 { shape: &token_shape, data: &a.tokens }),
+        (
+            "tokens",
+            NpyArray::I32 {
+                shape: &token_shape,
+                data: &a.tokens,
+            },
+        ),
         ("token_text", NpyArray::Str { data: token_text }),
     ];
     if let Some(h) = &a.hidden {
         debug_assert_eq!(h.shape[0], n_layer);
-        arrays.push(("hidden", NpyArray::F32 { shape: &h.shape, data: &h.data }));
+        arrays.push((
+            "hidden",
+            NpyArray::F32 {
+                shape: &h.shape,
+                data: &h.data,
+            },
+        ));
     }
     if let Some(att) = &a.attention {
-        arrays.push(("attention", NpyArray::F32 { shape: &att.shape, data: &att.data }));
+        arrays.push((
+            "attention",
+            NpyArray::F32 {
+                shape: &att.shape,
+                data: &att.data,
+            },
+        ));
     }
     if let Some(f) = &a.final_norm {
-        arrays.push(("final_norm", NpyArray::F32 { shape: &f.shape, data: &f.data }));
+        arrays.push((
+            "final_norm",
+            NpyArray::F32 {
+                shape: &f.shape,
+                data: &f.data,
+            },
+        ));
     }
-    arrays.push(("logits_last", NpyArray::F32 { shape: &logits_shape, data: &a.logits_last }));
+    arrays.push((
+        "logits_last",
+        NpyArray::F32 {
+            shape: &logits_shape,
+            data: &a.logits_last,
+        },
+    ));
     crate::atomic::write_atomically(out, |w| write_npz(w, &arrays).map(|_| ()))
         .with_context(|| format!("could not write `{}`", out.display()))?;
     Ok(std::fs::metadata(out).map(|m| m.len()).unwrap_or(0))
