@@ -3,6 +3,7 @@
 //!
 //! Data flows one way: `capture` → `analysis` → `bundle` → `report`.
 
+pub mod analysis;
 pub mod atomic;
 pub mod capture;
 pub mod cli;
