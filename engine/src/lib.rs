@@ -9,4 +9,5 @@ pub mod capture;
 pub mod cli;
 mod commands;
 pub mod default_model;
+pub mod experiment;
 pub mod npz;

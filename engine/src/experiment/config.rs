@@ -1,0 +1,299 @@
+//! The experiment file: TOML in, a validated [`Experiment`] out.
+//!
+//! Strict by default: an unknown key is an error that names the key and its
+//! line, and every value is checked before any model work starts. Every
+//! choice the paper leaves open is an option here, with our default.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// An experiment file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the experiment file `{path}`: {source}")]
+    Unreadable { path: String, source: std::io::Error },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}{line}: `{key}` {problem}")]
+    Invalid { origin: String, line: String, key: String, problem: String },
+    #[error("there is no built-in preset `{0}`: choose one of linear-regression, reading-comprehension, paper")]
+    UnknownPreset(String),
+}
+
+/// The built-in presets, as TOML, so that users can copy and edit them.
+pub const LINEAR_REGRESSION_PRESET: &str = include_str!("presets/linear-regression.toml");
+pub const READING_COMPREHENSION_PRESET: &str = include_str!("presets/reading-comprehension.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentFile {
+    /// Names the report.
+    pub name: String,
+    /// Seeds every random choice: instances, demonstrations, permutations,
+    /// bootstrap samples, cross-validation folds.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// GGUF files to run; `--model` on the command line replaces them.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub capture: CaptureOptions,
+    #[serde(default)]
+    pub analysis: AnalysisOptions,
+    pub tasks: Vec<TaskFile>,
+}
+
+fn default_seed() -> u64 {
+    20231001
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureOptions {
+    /// How a prompt becomes one vector per layer: `last` (the last prompt
+    /// token), or `mean:SEGMENT` / `max:SEGMENT` over a labelled segment
+    /// (the study max-pooled over a subset of relevant tokens).
+    pub pooling: String,
+    /// Greedy tokens generated for the answer.
+    pub max_new_tokens: usize,
+    /// Layers to analyse: all of them, or a list of block indices.
+    pub layers: Option<Vec<usize>>,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions { pooling: "last".into(), max_new_tokens: 8, layers: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisOptions {
+    /// Rank correlations between similarity and hypothesis matrices:
+    /// `spearman`, `kendall-tau-a`, `pearson`. The first is the headline.
+    pub comparators: Vec<String>,
+    /// Label permutations for the alignment p-values.
+    pub permutations: usize,
+    /// Bootstrap samples (over target instances) for confidence intervals.
+    pub bootstrap: usize,
+    /// Confidence level of the intervals.
+    pub confidence: f64,
+    /// Cross-validation folds of the probes (grouped by target instance).
+    pub cv_folds: usize,
+    /// Ridge penalties the inner cross-validation chooses from.
+    pub ridge_alphas: Vec<f64>,
+    /// Inverse penalties of the logistic probe (scikit-learn's C).
+    pub logistic_cs: Vec<f64>,
+}
+
+impl Default for AnalysisOptions {
+    fn default() -> Self {
+        AnalysisOptions {
+            comparators: vec!["spearman".into(), "kendall-tau-a".into(), "pearson".into()],
+            permutations: 1000,
+            bootstrap: 1000,
+            confidence: 0.95,
+            cv_folds: 5,
+            ridge_alphas: vec![0.1, 1.0, 10.0, 100.0, 1000.0],
+            logistic_cs: vec![0.01, 0.1, 1.0, 10.0],
+        }
+    }
+}
+
+/// How demonstrations are chosen for the k-shot copy of a target instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Demonstrations {
+    /// k other instances drawn for each target (from other conditions, so the
+    /// target's own answer is never shown).
+    #[default]
+    PerInstance,
+    /// One set of k instances shared by every target of the task (targets
+    /// whose condition appears in the set get a replacement for that slot).
+    Fixed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TaskFile {
+    LinearRegression(LinearRegressionFile),
+    ReadingComprehension(ReadingComprehensionFile),
+    Custom(CustomFile),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearRegressionFile {
+    #[serde(default = "linear_regression_name")]
+    pub name: String,
+    #[serde(default = "default_shots")]
+    pub shots: usize,
+    #[serde(default = "default_instances")]
+    pub instances_per_condition: usize,
+    #[serde(default)]
+    pub demonstrations: Demonstrations,
+    /// Replaces the built-in prompt template (minijinja, with segments).
+    pub template: Option<String>,
+    pub slopes: Vec<i64>,
+    pub intercepts: Vec<i64>,
+    #[serde(default = "default_points")]
+    pub points: usize,
+    #[serde(default)]
+    pub x_min: i64,
+    #[serde(default = "default_x_max")]
+    pub x_max: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingComprehensionFile {
+    #[serde(default = "reading_comprehension_name")]
+    pub name: String,
+    #[serde(default = "default_shots")]
+    pub shots: usize,
+    #[serde(default = "default_instances")]
+    pub instances_per_condition: usize,
+    #[serde(default)]
+    pub demonstrations: Demonstrations,
+    pub template: Option<String>,
+    pub names: Vec<String>,
+    pub activities: Vec<Activity>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activity {
+    pub phrase: String,
+    pub keywords: Vec<String>,
+}
+
+/// A task the user defines: a template, instances, hypotheses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomFile {
+    pub name: String,
+    #[serde(default = "default_shots")]
+    pub shots: usize,
+    #[serde(default)]
+    pub demonstrations: Demonstrations,
+    /// minijinja template; sees `demonstrations` (a list of instances with
+    /// their `answer`) and `target` (an instance). Label segments with
+    /// `{% filter segment("query") %}...{% endfilter %}`.
+    pub template: String,
+    /// How answers are scored: `number` (absolute error of the first number)
+    /// or `contains` (correct when the answer contains the expected text).
+    #[serde(default = "default_scoring")]
+    pub scoring: String,
+    /// Segment labels of the relevant and the distractor span, for the
+    /// attention ratio (both or neither).
+    pub relevant_segment: Option<String>,
+    pub distractor_segment: Option<String>,
+    pub instances: Vec<CustomInstance>,
+    #[serde(default)]
+    pub hypotheses: Vec<CustomHypothesis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomInstance {
+    pub condition: String,
+    pub answer: String,
+    /// Parameters of the condition: numbers get ridge probes and graded
+    /// hypotheses, strings logistic probes and same/different hypotheses.
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamValue>,
+    /// Anything else the template needs.
+    #[serde(default)]
+    pub vars: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Number(f64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomHypothesis {
+    pub name: String,
+    /// `same` (1 when a parameter is equal), `graded` (−|difference| of a
+    /// numeric parameter), or `matrix` (condition × condition values).
+    pub kind: String,
+    pub param: Option<String>,
+    /// With `matrix`: the conditions in row order, and the symmetric matrix.
+    pub conditions: Option<Vec<String>>,
+    pub matrix: Option<Vec<Vec<f64>>>,
+}
+
+fn linear_regression_name() -> String {
+    "linear-regression".into()
+}
+fn reading_comprehension_name() -> String {
+    "reading-comprehension".into()
+}
+fn default_shots() -> usize {
+    4
+}
+fn default_instances() -> usize {
+    4
+}
+fn default_points() -> usize {
+    3
+}
+fn default_x_max() -> i64 {
+    9
+}
+fn default_scoring() -> String {
+    "contains".into()
+}
+
+impl ExperimentFile {
+    /// Parses TOML; `origin` names the file in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: tidy_toml_error(&e, text) })
+    }
+
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Unreadable { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// A built-in preset: `linear-regression`, `reading-comprehension`, or
+    /// `paper` (both tasks, as the study).
+    pub fn preset(name: &str) -> Result<Self, ConfigError> {
+        let parse = |text: &str, which: &str| Self::parse(text, &format!("built-in preset `{which}`"));
+        match name {
+            "linear-regression" => parse(LINEAR_REGRESSION_PRESET, name),
+            "reading-comprehension" => parse(READING_COMPREHENSION_PRESET, name),
+            "paper" => {
+                let mut paper = parse(LINEAR_REGRESSION_PRESET, "linear-regression")?;
+                let reading = parse(READING_COMPREHENSION_PRESET, "reading-comprehension")?;
+                paper.name = "paper".into();
+                paper.tasks.extend(reading.tasks);
+                Ok(paper)
+            }
+            other => Err(ConfigError::UnknownPreset(other.to_string())),
+        }
+    }
+}
+
+/// toml's messages are multi-line with a source excerpt; we say the line
+/// and the explanation in one sentence.
+fn tidy_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().trim_end_matches('\n').replace('\n', " ");
+    match e.span() {
+        Some(span) => format!("line {}: {message}", line_of_byte(text, span.start)),
+        None => message,
+    }
+}
+
+/// 1-based line number of a byte offset.
+pub(crate) fn line_of_byte(text: &str, byte: usize) -> usize {
+    text.as_bytes()[..byte.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}

@@ -1,0 +1,208 @@
+//! The study's design: presets, paired prompts, segments, and the checks an
+//! experiment file goes through before any model work.
+
+use engine::experiment::{ConfigError, Experiment, ExperimentFile};
+
+fn paper() -> Experiment {
+    Experiment::preset("paper").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn build(text: &str) -> Result<Experiment, ConfigError> {
+    Experiment::build(ExperimentFile::parse(text, "test.toml")?, "test.toml", Some(text))
+}
+
+fn error_of(text: &str) -> String {
+    build(text).expect_err("must be refused").to_string()
+}
+
+const CUSTOM: &str = r#"
+name = "capitals"
+
+[[tasks]]
+kind = "custom"
+name = "capitals"
+shots = 2
+template = '''{% for d in demonstrations %}{{ d.country }}: {{ d.answer }}
+{% endfor %}{% filter segment("query") %}{{ target.country }}:{% endfilter %}'''
+
+[[tasks.instances]]
+condition = "europe"
+answer = "Paris"
+params = { continent = "europe", size = 3 }
+vars = { country = "France" }
+
+[[tasks.instances]]
+condition = "europe"
+answer = "Rome"
+params = { continent = "europe", size = 2 }
+vars = { country = "Italy" }
+
+[[tasks.instances]]
+condition = "asia"
+answer = "Tokyo"
+params = { continent = "asia", size = 2 }
+vars = { country = "Japan" }
+
+[[tasks.instances]]
+condition = "asia"
+answer = "Hanoi"
+params = { continent = "asia", size = 1 }
+vars = { country = "Vietnam" }
+
+[[tasks.hypotheses]]
+name = "same continent"
+kind = "matrix"
+conditions = ["asia", "europe"]
+matrix = [[1.0, 0.2], [0.2, 1.0]]
+"#;
+
+#[test]
+fn the_paper_preset_pairs_every_target_with_and_without_demonstrations() {
+    let e = paper();
+    assert_eq!(e.tasks.len(), 2);
+    for (t, task) in e.tasks.iter().enumerate() {
+        let prompts: Vec<_> = e.prompts.iter().filter(|p| p.task == t).collect();
+        assert_eq!(prompts.len(), 2 * task.instances.len());
+        for target in &task.instances {
+            let zero = prompts.iter().find(|p| p.target == target.id && p.shots == 0).expect("0-shot prompt");
+            let k = prompts.iter().find(|p| p.target == target.id && p.shots == task.shots).expect("k-shot prompt");
+            assert_eq!(k.demonstrations.len(), task.shots);
+            // Same instruction, same target and query; only the demonstrations differ.
+            let demos = k.segments["demonstrations"][0].clone();
+            let without = format!("{}{}", &k.text[..demos.start], &k.text[demos.end..]);
+            assert_eq!(without, zero.text, "task {} target {}", task.name, target.id);
+        }
+    }
+    assert_eq!(e.prompts.iter().map(|p| p.id).collect::<Vec<_>>(), (0..e.prompts.len()).collect::<Vec<_>>());
+}
+
+#[test]
+fn prompts_are_deterministic_from_the_seed() {
+    let a = paper();
+    assert_eq!(a.prompts, paper().prompts);
+    let mut file = ExperimentFile::preset("paper").expect("preset");
+    file.seed += 1;
+    let b = Experiment::build(file, "reseeded", None).expect("build");
+    assert_ne!(a.prompts, b.prompts);
+}
+
+#[test]
+fn reading_comprehension_balances_the_order_of_relevant_and_distractor() {
+    let e = paper();
+    let task = &e.tasks[1];
+    for condition in 0..task.conditions.len() {
+        let firsts: Vec<bool> = task
+            .instances
+            .iter()
+            .filter(|i| i.condition == condition)
+            .map(|i| i.context["relevant_first"].as_bool().expect("flag"))
+            .collect();
+        let relevant_first = firsts.iter().filter(|&&f| f).count();
+        assert_eq!(2 * relevant_first, firsts.len(), "condition {condition}");
+    }
+    // And the segments say so: the relevant span comes first exactly then.
+    for p in e.prompts.iter().filter(|p| p.task == 1) {
+        let first = task.instances[p.target].context["relevant_first"].as_bool().expect("flag");
+        assert_eq!(p.segments["relevant"][0].start < p.segments["distractor"][0].start, first);
+        assert_eq!(&p.text[p.segments["relevant"][0].clone()], task.instances[p.target].context["relevant"]);
+    }
+}
+
+#[test]
+fn nothing_of_the_answer_leaks_into_the_prompt() {
+    let e = paper();
+    for p in &e.prompts {
+        let task = &e.tasks[p.task];
+        let target = &task.instances[p.target];
+        for &d in &p.demonstrations {
+            assert_ne!(task.instances[d].condition, target.condition, "a demonstration shares the target's condition");
+            assert_ne!(d, target.id);
+        }
+        let query = &p.text[p.segments["query"][0].clone()];
+        assert!(!query.contains(&target.answer), "query {query:?} holds the answer");
+        assert!(p.text.ends_with(query), "the prompt ends with the query");
+        if task.kind == "linear-regression" {
+            let x = &target.context["query_x"];
+            let answer_line = format!("x = {x}, y = {}", target.answer);
+            let own = &p.text[p.segments["points"][0].clone()];
+            assert!(!own.contains(&answer_line) && !own.contains(&format!("x = {x},")), "{own}");
+        }
+    }
+}
+
+#[test]
+fn a_user_defined_task_renders_with_its_segments_and_hypotheses() {
+    let e = build(CUSTOM).unwrap_or_else(|err| panic!("{err}"));
+    let task = &e.tasks[0];
+    assert_eq!(task.conditions, ["europe", "asia"]);
+    assert_eq!(e.prompts.len(), 8);
+    let k_shot = &e.prompts[4];
+    assert_eq!(k_shot.text.lines().count(), 3);
+    assert!(k_shot.text.ends_with("France:"));
+    // The matrix is reordered to the task's condition order (europe, asia).
+    let instances: Vec<_> = task.instances.iter().collect();
+    let h = task.hypotheses[0].matrix(&instances);
+    assert_eq!((h[0], h[2], h[3 * 4 + 2]), (1.0, 0.2, 1.0));
+    assert_eq!(task.probes.len(), 2, "one probe per parameter");
+}
+
+#[test]
+fn malformed_toml_names_the_line() {
+    let err = error_of("name = \"x\"\nseed = \n");
+    assert!(err.contains("test.toml") && err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn an_unknown_key_is_an_error_that_names_it_and_its_line() {
+    let err = error_of("name = \"x\"\n\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\nslope = 3\n");
+    assert!(err.contains("unknown field `slope`") && err.contains("line 7"), "{err}");
+    let err = error_of("name = \"x\"\ncolour = 1\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\n");
+    assert!(err.contains("`colour`") && err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn a_hypothesis_matrix_of_the_wrong_size_or_not_symmetric_is_refused() {
+    let wrong_size = CUSTOM.replace("matrix = [[1.0, 0.2], [0.2, 1.0]]", "matrix = [[1.0, 0.2, 0.0], [0.2, 1.0, 0.0]]");
+    let err = error_of(&wrong_size);
+    assert!(err.contains("must be 2 × 2") && err.contains("tasks[0].hypotheses"), "{err}");
+    let asymmetric = CUSTOM.replace("matrix = [[1.0, 0.2], [0.2, 1.0]]", "matrix = [[1.0, 0.2], [0.5, 1.0]]");
+    assert!(error_of(&asymmetric).contains("not symmetric"));
+}
+
+#[test]
+fn a_condition_with_fewer_than_two_instances_is_refused() {
+    let err = error_of("name = \"x\"\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\ninstances_per_condition = 1\n");
+    assert!(err.contains("instances_per_condition") && err.contains("at least 2") && err.contains("line 6"), "{err}");
+    let one_hanoi = CUSTOM.replace("condition = \"asia\"\nanswer = \"Hanoi\"", "condition = \"oceania\"\nanswer = \"Hanoi\"");
+    assert!(error_of(&one_hanoi).contains("condition `oceania` has 1 instance"));
+}
+
+#[test]
+fn a_segment_the_template_never_produces_is_refused() {
+    let err = error_of("name = \"x\"\n[capture]\npooling = \"max:story\"\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\n");
+    assert!(err.contains("`story`") && err.contains("never produces") && err.contains("line 3"), "{err}");
+    let custom = CUSTOM.replace("name = \"capitals\"\nshots", "name = \"capitals\"\nrelevant_segment = \"fact\"\ndistractor_segment = \"query\"\nshots");
+    assert!(error_of(&custom).contains("`fact`"));
+}
+
+#[test]
+fn more_demonstrations_than_available_is_refused() {
+    let err = error_of("name = \"x\"\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\nshots = 3\n");
+    assert!(err.contains("asks for 3 demonstrations") && err.contains("only 2"), "{err}");
+}
+
+#[test]
+fn layers_out_of_range_are_refused_once_the_model_is_known() {
+    let e = build("name = \"x\"\n[capture]\nlayers = [0, 40]\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\n")
+        .expect("valid until the model is known");
+    let err = e.layers(30).expect_err("layer 40 of 30").to_string();
+    assert!(err.contains("layer 40") && err.contains("0 to 29"), "{err}");
+    assert_eq!(e.layers(41).expect("fits"), vec![0, 40]);
+}
+
+#[test]
+fn the_paper_preset_is_both_tasks_and_unknown_presets_are_named() {
+    assert_eq!(paper().tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["linear-regression", "reading-comprehension"]);
+    let err = Experiment::preset("papr").expect_err("no such preset").to_string();
+    assert!(err.contains("`papr`") && err.contains("paper"), "{err}");
+}
