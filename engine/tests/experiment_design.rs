@@ -174,7 +174,8 @@ fn a_condition_with_fewer_than_two_instances_is_refused() {
     let err = error_of("name = \"x\"\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\ninstances_per_condition = 1\n");
     assert!(err.contains("instances_per_condition") && err.contains("at least 2") && err.contains("line 6"), "{err}");
     let one_hanoi = CUSTOM.replace("condition = \"asia\"\nanswer = \"Hanoi\"", "condition = \"oceania\"\nanswer = \"Hanoi\"");
-    assert!(error_of(&one_hanoi).contains("condition `oceania` has 1 instance"));
+    let err = error_of(&one_hanoi);
+    assert!(err.contains("has 1 instance; each needs at least 2"), "{err}");
 }
 
 #[test]
@@ -187,8 +188,8 @@ fn a_segment_the_template_never_produces_is_refused() {
 
 #[test]
 fn more_demonstrations_than_available_is_refused() {
-    let err = error_of("name = \"x\"\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\nshots = 3\n");
-    assert!(err.contains("asks for 3 demonstrations") && err.contains("only 2"), "{err}");
+    let err = error_of("name = \"x\"\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\nshots = 5\n");
+    assert!(err.contains("asks for 5 demonstrations") && err.contains("only 4"), "{err}");
 }
 
 #[test]

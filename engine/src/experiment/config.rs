@@ -287,10 +287,19 @@ impl ExperimentFile {
 /// and the explanation in one sentence.
 fn tidy_toml_error(e: &toml::de::Error, text: &str) -> String {
     let message = e.message().trim().trim_end_matches('\n').replace('\n', " ");
-    match e.span() {
-        Some(span) => format!("line {}: {message}", line_of_byte(text, span.start)),
-        None => message,
+    let Some(span) = e.span() else { return message };
+    let mut line = line_of_byte(text, span.start);
+    // Inside a `[[tasks]]` table serde sees the whole table at once, so toml
+    // points at the table; find the offending key's own line after it.
+    if let Some(key) = message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()) {
+        let own_line = text.lines().enumerate().skip(line - 1).find(|(_, l)| {
+            l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+        });
+        if let Some((number, _)) = own_line {
+            line = number + 1;
+        }
     }
+    format!("line {line}: {message}")
 }
 
 /// 1-based line number of a byte offset.
