@@ -11,3 +11,4 @@ mod commands;
 pub mod default_model;
 pub mod experiment;
 pub mod npz;
+pub mod study;

@@ -8,7 +8,11 @@ fn paper() -> Experiment {
 }
 
 fn build(text: &str) -> Result<Experiment, ConfigError> {
-    Experiment::build(ExperimentFile::parse(text, "test.toml")?, "test.toml", Some(text))
+    Experiment::build(
+        ExperimentFile::parse(text, "test.toml")?,
+        "test.toml",
+        Some(text),
+    )
 }
 
 fn error_of(text: &str) -> String {
@@ -64,16 +68,29 @@ fn the_paper_preset_pairs_every_target_with_and_without_demonstrations() {
         let prompts: Vec<_> = e.prompts.iter().filter(|p| p.task == t).collect();
         assert_eq!(prompts.len(), 2 * task.instances.len());
         for target in &task.instances {
-            let zero = prompts.iter().find(|p| p.target == target.id && p.shots == 0).expect("0-shot prompt");
-            let k = prompts.iter().find(|p| p.target == target.id && p.shots == task.shots).expect("k-shot prompt");
+            let zero = prompts
+                .iter()
+                .find(|p| p.target == target.id && p.shots == 0)
+                .expect("0-shot prompt");
+            let k = prompts
+                .iter()
+                .find(|p| p.target == target.id && p.shots == task.shots)
+                .expect("k-shot prompt");
             assert_eq!(k.demonstrations.len(), task.shots);
             // Same instruction, same target and query; only the demonstrations differ.
             let demos = k.segments["demonstrations"][0].clone();
             let without = format!("{}{}", &k.text[..demos.start], &k.text[demos.end..]);
-            assert_eq!(without, zero.text, "task {} target {}", task.name, target.id);
+            assert_eq!(
+                without, zero.text,
+                "task {} target {}",
+                task.name, target.id
+            );
         }
     }
-    assert_eq!(e.prompts.iter().map(|p| p.id).collect::<Vec<_>>(), (0..e.prompts.len()).collect::<Vec<_>>());
+    assert_eq!(
+        e.prompts.iter().map(|p| p.id).collect::<Vec<_>>(),
+        (0..e.prompts.len()).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -102,9 +119,17 @@ fn reading_comprehension_balances_the_order_of_relevant_and_distractor() {
     }
     // And the segments say so: the relevant span comes first exactly then.
     for p in e.prompts.iter().filter(|p| p.task == 1) {
-        let first = task.instances[p.target].context["relevant_first"].as_bool().expect("flag");
-        assert_eq!(p.segments["relevant"][0].start < p.segments["distractor"][0].start, first);
-        assert_eq!(&p.text[p.segments["relevant"][0].clone()], task.instances[p.target].context["relevant"]);
+        let first = task.instances[p.target].context["relevant_first"]
+            .as_bool()
+            .expect("flag");
+        assert_eq!(
+            p.segments["relevant"][0].start < p.segments["distractor"][0].start,
+            first
+        );
+        assert_eq!(
+            &p.text[p.segments["relevant"][0].clone()],
+            task.instances[p.target].context["relevant"]
+        );
     }
 }
 
@@ -115,17 +140,26 @@ fn nothing_of_the_answer_leaks_into_the_prompt() {
         let task = &e.tasks[p.task];
         let target = &task.instances[p.target];
         for &d in &p.demonstrations {
-            assert_ne!(task.instances[d].condition, target.condition, "a demonstration shares the target's condition");
+            assert_ne!(
+                task.instances[d].condition, target.condition,
+                "a demonstration shares the target's condition"
+            );
             assert_ne!(d, target.id);
         }
         let query = &p.text[p.segments["query"][0].clone()];
-        assert!(!query.contains(&target.answer), "query {query:?} holds the answer");
+        assert!(
+            !query.contains(&target.answer),
+            "query {query:?} holds the answer"
+        );
         assert!(p.text.ends_with(query), "the prompt ends with the query");
         if task.kind == "linear-regression" {
             let x = &target.context["query_x"];
             let answer_line = format!("x = {x}, y = {}", target.answer);
             let own = &p.text[p.segments["points"][0].clone()];
-            assert!(!own.contains(&answer_line) && !own.contains(&format!("x = {x},")), "{own}");
+            assert!(
+                !own.contains(&answer_line) && !own.contains(&format!("x = {x},")),
+                "{own}"
+            );
         }
     }
 }
@@ -155,41 +189,73 @@ fn malformed_toml_names_the_line() {
 #[test]
 fn an_unknown_key_is_an_error_that_names_it_and_its_line() {
     let err = error_of("name = \"x\"\n\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\nslope = 3\n");
-    assert!(err.contains("unknown field `slope`") && err.contains("line 7"), "{err}");
+    assert!(
+        err.contains("unknown field `slope`") && err.contains("line 7"),
+        "{err}"
+    );
     let err = error_of("name = \"x\"\ncolour = 1\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\n");
     assert!(err.contains("`colour`") && err.contains("line 2"), "{err}");
 }
 
 #[test]
 fn a_hypothesis_matrix_of_the_wrong_size_or_not_symmetric_is_refused() {
-    let wrong_size = CUSTOM.replace("matrix = [[1.0, 0.2], [0.2, 1.0]]", "matrix = [[1.0, 0.2, 0.0], [0.2, 1.0, 0.0]]");
+    let wrong_size = CUSTOM.replace(
+        "matrix = [[1.0, 0.2], [0.2, 1.0]]",
+        "matrix = [[1.0, 0.2, 0.0], [0.2, 1.0, 0.0]]",
+    );
     let err = error_of(&wrong_size);
-    assert!(err.contains("must be 2 × 2") && err.contains("tasks[0].hypotheses"), "{err}");
-    let asymmetric = CUSTOM.replace("matrix = [[1.0, 0.2], [0.2, 1.0]]", "matrix = [[1.0, 0.2], [0.5, 1.0]]");
+    assert!(
+        err.contains("must be 2 × 2") && err.contains("tasks[0].hypotheses"),
+        "{err}"
+    );
+    let asymmetric = CUSTOM.replace(
+        "matrix = [[1.0, 0.2], [0.2, 1.0]]",
+        "matrix = [[1.0, 0.2], [0.5, 1.0]]",
+    );
     assert!(error_of(&asymmetric).contains("not symmetric"));
 }
 
 #[test]
 fn a_condition_with_fewer_than_two_instances_is_refused() {
     let err = error_of("name = \"x\"\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\ninstances_per_condition = 1\n");
-    assert!(err.contains("instances_per_condition") && err.contains("at least 2") && err.contains("line 6"), "{err}");
-    let one_hanoi = CUSTOM.replace("condition = \"asia\"\nanswer = \"Hanoi\"", "condition = \"oceania\"\nanswer = \"Hanoi\"");
+    assert!(
+        err.contains("instances_per_condition")
+            && err.contains("at least 2")
+            && err.contains("line 6"),
+        "{err}"
+    );
+    let one_hanoi = CUSTOM.replace(
+        "condition = \"asia\"\nanswer = \"Hanoi\"",
+        "condition = \"oceania\"\nanswer = \"Hanoi\"",
+    );
     let err = error_of(&one_hanoi);
-    assert!(err.contains("has 1 instance; each needs at least 2"), "{err}");
+    assert!(
+        err.contains("has 1 instance; each needs at least 2"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_segment_the_template_never_produces_is_refused() {
     let err = error_of("name = \"x\"\n[capture]\npooling = \"max:story\"\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\n");
-    assert!(err.contains("`story`") && err.contains("never produces") && err.contains("line 3"), "{err}");
-    let custom = CUSTOM.replace("name = \"capitals\"\nshots", "name = \"capitals\"\nrelevant_segment = \"fact\"\ndistractor_segment = \"query\"\nshots");
+    assert!(
+        err.contains("`story`") && err.contains("never produces") && err.contains("line 3"),
+        "{err}"
+    );
+    let custom = CUSTOM.replace(
+        "name = \"capitals\"\nshots",
+        "name = \"capitals\"\nrelevant_segment = \"fact\"\ndistractor_segment = \"query\"\nshots",
+    );
     assert!(error_of(&custom).contains("`fact`"));
 }
 
 #[test]
 fn more_demonstrations_than_available_is_refused() {
     let err = error_of("name = \"x\"\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2]\nintercepts = [0]\nshots = 5\n");
-    assert!(err.contains("asks for 5 demonstrations") && err.contains("only 4"), "{err}");
+    assert!(
+        err.contains("asks for 5 demonstrations") && err.contains("only 4"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -203,7 +269,16 @@ fn layers_out_of_range_are_refused_once_the_model_is_known() {
 
 #[test]
 fn the_paper_preset_is_both_tasks_and_unknown_presets_are_named() {
-    assert_eq!(paper().tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["linear-regression", "reading-comprehension"]);
-    let err = Experiment::preset("papr").expect_err("no such preset").to_string();
+    assert_eq!(
+        paper()
+            .tasks
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        ["linear-regression", "reading-comprehension"]
+    );
+    let err = Experiment::preset("papr")
+        .expect_err("no such preset")
+        .to_string();
     assert!(err.contains("`papr`") && err.contains("paper"), "{err}");
 }

@@ -13,11 +13,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the experiment file `{path}`: {source}")]
-    Unreadable { path: String, source: std::io::Error },
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin}{line}: `{key}` {problem}")]
-    Invalid { origin: String, line: String, key: String, problem: String },
+    Invalid {
+        origin: String,
+        line: String,
+        key: String,
+        problem: String,
+    },
     #[error("there is no built-in preset `{0}`: choose one of linear-regression, reading-comprehension, paper")]
     UnknownPreset(String),
 }
@@ -64,7 +72,11 @@ pub struct CaptureOptions {
 
 impl Default for CaptureOptions {
     fn default() -> Self {
-        CaptureOptions { pooling: "last".into(), max_new_tokens: 8, layers: None }
+        CaptureOptions {
+            pooling: "last".into(),
+            max_new_tokens: 8,
+            layers: None,
+        }
     }
 }
 
@@ -254,20 +266,25 @@ fn default_scoring() -> String {
 impl ExperimentFile {
     /// Parses TOML; `origin` names the file in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: tidy_toml_error(&e, text) })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: tidy_toml_error(&e, text),
+        })
     }
 
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Unreadable { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// A built-in preset: `linear-regression`, `reading-comprehension`, or
     /// `paper` (both tasks, as the study).
     pub fn preset(name: &str) -> Result<Self, ConfigError> {
-        let parse = |text: &str, which: &str| Self::parse(text, &format!("built-in preset `{which}`"));
+        let parse =
+            |text: &str, which: &str| Self::parse(text, &format!("built-in preset `{which}`"));
         match name {
             "linear-regression" => parse(LINEAR_REGRESSION_PRESET, name),
             "reading-comprehension" => parse(READING_COMPREHENSION_PRESET, name),
@@ -291,9 +308,14 @@ fn tidy_toml_error(e: &toml::de::Error, text: &str) -> String {
     let mut line = line_of_byte(text, span.start);
     // Inside a `[[tasks]]` table serde sees the whole table at once, so toml
     // points at the table; find the offending key's own line after it.
-    if let Some(key) = message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()) {
+    if let Some(key) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
         let own_line = text.lines().enumerate().skip(line - 1).find(|(_, l)| {
-            l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
         });
         if let Some((number, _)) = own_line {
             line = number + 1;
@@ -304,5 +326,9 @@ fn tidy_toml_error(e: &toml::de::Error, text: &str) -> String {
 
 /// 1-based line number of a byte offset.
 pub(crate) fn line_of_byte(text: &str, byte: usize) -> usize {
-    text.as_bytes()[..byte.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..byte.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }

@@ -36,8 +36,12 @@ impl PoolingChoice {
     pub fn parse(text: &str) -> Option<Self> {
         match text.split_once(':') {
             None if text == "last" => Some(PoolingChoice::Last),
-            Some(("mean", segment)) if !segment.is_empty() => Some(PoolingChoice::Mean(segment.into())),
-            Some(("max", segment)) if !segment.is_empty() => Some(PoolingChoice::Max(segment.into())),
+            Some(("mean", segment)) if !segment.is_empty() => {
+                Some(PoolingChoice::Mean(segment.into()))
+            }
+            Some(("max", segment)) if !segment.is_empty() => {
+                Some(PoolingChoice::Max(segment.into()))
+            }
             _ => None,
         }
     }
@@ -73,7 +77,9 @@ impl Locator<'_> {
     /// ` (line N)` for `key` in the `index`-th `[[tasks]]` table (or at the
     /// top when `index` is None), or nothing when it cannot be found.
     fn line(&self, task: Option<usize>, key: &str) -> String {
-        let Some(text) = self.text else { return String::new() };
+        let Some(text) = self.text else {
+            return String::new();
+        };
         let mut in_task: Option<usize> = None;
         let mut seen_tasks = 0;
         for (number, line) in text.lines().enumerate() {
@@ -87,14 +93,19 @@ impl Locator<'_> {
                 Some(t) => in_task == Some(t),
                 None => true,
             };
-            let is_key = trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='));
-            let is_table = trimmed.starts_with(&format!("[[tasks.{key}]]")) || trimmed.starts_with(&format!("[{key}]"));
+            let is_key = trimmed
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='));
+            let is_table = trimmed.starts_with(&format!("[[tasks.{key}]]"))
+                || trimmed.starts_with(&format!("[{key}]"));
             if here && (is_key || is_table) {
                 return format!(" (line {})", number + 1);
             }
         }
         match task {
-            Some(t) => self.line(None, "[[tasks]]").replace("line", &format!("task {} starts at line", t + 1)),
+            Some(t) => self
+                .line(None, "[[tasks]]")
+                .replace("line", &format!("task {} starts at line", t + 1)),
             None => String::new(),
         }
     }
@@ -116,18 +127,30 @@ impl Locator<'_> {
 impl Experiment {
     /// Validates an experiment file and builds its prompts. `text` is the
     /// file's source, used to say on which line a problem is.
-    pub fn build(file: ExperimentFile, origin: &str, text: Option<&str>) -> Result<Self, ConfigError> {
+    pub fn build(
+        file: ExperimentFile,
+        origin: &str,
+        text: Option<&str>,
+    ) -> Result<Self, ConfigError> {
         let at = Locator { origin, text };
         validate_top(&file, &at)?;
         let pooling = PoolingChoice::parse(&file.capture.pooling).ok_or_else(|| {
-            at.invalid(None, "capture.pooling", "must be `last`, `mean:SEGMENT` or `max:SEGMENT` (for example `max:query`)")
+            at.invalid(
+                None,
+                "capture.pooling",
+                "must be `last`, `mean:SEGMENT` or `max:SEGMENT` (for example `max:query`)",
+            )
         })?;
         let mut tasks = Vec::new();
         let mut names = BTreeSet::new();
         for (t, task_file) in file.tasks.iter().enumerate() {
             let task = build_task(task_file, t, file.seed, &at)?;
             if !names.insert(task.name.clone()) {
-                return Err(at.invalid(Some(t), "name", format!("`{}` is used by two tasks: give each a name", task.name)));
+                return Err(at.invalid(
+                    Some(t),
+                    "name",
+                    format!("`{}` is used by two tasks: give each a name", task.name),
+                ));
             }
             tasks.push(task);
         }
@@ -138,20 +161,31 @@ impl Experiment {
             check_segments(task, &built, &pooling, t, &at)?;
             prompts.extend(built);
         }
-        Ok(Experiment { file, tasks, prompts, pooling })
+        Ok(Experiment {
+            file,
+            tasks,
+            prompts,
+            pooling,
+        })
     }
 
     /// Reads, validates and builds an experiment file.
     pub fn from_path(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Unreadable { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.display().to_string(),
+            source,
+        })?;
         let origin = path.display().to_string();
         Self::build(ExperimentFile::parse(&text, &origin)?, &origin, Some(&text))
     }
 
     /// A built-in preset (`paper`, `linear-regression`, `reading-comprehension`).
     pub fn preset(name: &str) -> Result<Self, ConfigError> {
-        Self::build(ExperimentFile::preset(name)?, &format!("built-in preset `{name}`"), None)
+        Self::build(
+            ExperimentFile::preset(name)?,
+            &format!("built-in preset `{name}`"),
+            None,
+        )
     }
 
     /// Checks the layers asked for against the model's, once it is loaded.
@@ -164,7 +198,10 @@ impl Experiment {
                         origin: "the experiment".into(),
                         line: String::new(),
                         key: "capture.layers".into(),
-                        problem: format!("names layer {bad}, but the model has layers 0 to {}", n_layer - 1),
+                        problem: format!(
+                            "names layer {bad}, but the model has layers 0 to {}",
+                            n_layer - 1
+                        ),
                     });
                 }
                 let mut sorted = layers.clone();
@@ -178,38 +215,76 @@ impl Experiment {
 
 fn validate_top(f: &ExperimentFile, at: &Locator<'_>) -> Result<(), ConfigError> {
     let ok_name = !f.name.is_empty()
-        && f.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && f.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !f.name.starts_with('.');
     if !ok_name {
-        return Err(at.invalid(None, "name", "must be letters, digits, `-`, `_` or `.` (it names the report folder)"));
+        return Err(at.invalid(
+            None,
+            "name",
+            "must be letters, digits, `-`, `_` or `.` (it names the report folder)",
+        ));
     }
     if f.tasks.is_empty() {
         return Err(at.invalid(None, "tasks", "is empty: add at least one [[tasks]] table"));
     }
     let a = &f.analysis;
     if a.comparators.is_empty() {
-        return Err(at.invalid(None, "analysis.comparators", "is empty: use one or more of spearman, kendall-tau-a, pearson"));
+        return Err(at.invalid(
+            None,
+            "analysis.comparators",
+            "is empty: use one or more of spearman, kendall-tau-a, pearson",
+        ));
     }
-    if let Some(bad) = a.comparators.iter().find(|c| !COMPARATORS.contains(&c.as_str())) {
-        return Err(at.invalid(None, "analysis.comparators", format!("has `{bad}`; use spearman, kendall-tau-a or pearson")));
+    if let Some(bad) = a
+        .comparators
+        .iter()
+        .find(|c| !COMPARATORS.contains(&c.as_str()))
+    {
+        return Err(at.invalid(
+            None,
+            "analysis.comparators",
+            format!("has `{bad}`; use spearman, kendall-tau-a or pearson"),
+        ));
     }
     if a.permutations == 0 || a.bootstrap == 0 {
-        return Err(at.invalid(None, "analysis.permutations", "and `analysis.bootstrap` must be at least 1"));
+        return Err(at.invalid(
+            None,
+            "analysis.permutations",
+            "and `analysis.bootstrap` must be at least 1",
+        ));
     }
     if !(a.confidence > 0.0 && a.confidence < 1.0) {
-        return Err(at.invalid(None, "analysis.confidence", "must be between 0 and 1, such as 0.95"));
+        return Err(at.invalid(
+            None,
+            "analysis.confidence",
+            "must be between 0 and 1, such as 0.95",
+        ));
     }
     if a.cv_folds < 2 {
         return Err(at.invalid(None, "analysis.cv_folds", "must be at least 2"));
     }
     if a.ridge_alphas.is_empty() || a.ridge_alphas.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
-        return Err(at.invalid(None, "analysis.ridge_alphas", "must be a non-empty list of positive numbers"));
+        return Err(at.invalid(
+            None,
+            "analysis.ridge_alphas",
+            "must be a non-empty list of positive numbers",
+        ));
     }
     if a.logistic_cs.is_empty() || a.logistic_cs.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
-        return Err(at.invalid(None, "analysis.logistic_cs", "must be a non-empty list of positive numbers"));
+        return Err(at.invalid(
+            None,
+            "analysis.logistic_cs",
+            "must be a non-empty list of positive numbers",
+        ));
     }
     if f.capture.max_new_tokens == 0 {
-        return Err(at.invalid(None, "capture.max_new_tokens", "must be at least 1 (the answer is generated)"));
+        return Err(at.invalid(
+            None,
+            "capture.max_new_tokens",
+            "must be at least 1 (the answer is generated)",
+        ));
     }
     Ok(())
 }
@@ -219,13 +294,22 @@ fn build_task(f: &TaskFile, t: usize, seed: u64, at: &Locator<'_>) -> Result<Tas
     let task = match f {
         TaskFile::LinearRegression(lr) => {
             if lr.slopes.is_empty() || lr.intercepts.is_empty() {
-                return Err(bad("slopes", "and `intercepts` must each list at least one value".into()));
+                return Err(bad(
+                    "slopes",
+                    "and `intercepts` must each list at least one value".into(),
+                ));
             }
             if has_duplicates(&lr.slopes) || has_duplicates(&lr.intercepts) {
-                return Err(bad("slopes", "and `intercepts` must not repeat a value".into()));
+                return Err(bad(
+                    "slopes",
+                    "and `intercepts` must not repeat a value".into(),
+                ));
             }
             if lr.slopes.len() * lr.intercepts.len() < 2 {
-                return Err(bad("slopes", "× `intercepts` must give at least 2 conditions to compare".into()));
+                return Err(bad(
+                    "slopes",
+                    "× `intercepts` must give at least 2 conditions to compare".into(),
+                ));
             }
             if lr.points == 0 {
                 return Err(bad("points", "must be at least 1".into()));
@@ -234,7 +318,11 @@ fn build_task(f: &TaskFile, t: usize, seed: u64, at: &Locator<'_>) -> Result<Tas
             if available < lr.points + 1 {
                 return Err(bad(
                     "x_max",
-                    format!("leaves {available} distinct x values, but {} points and a query need {}", lr.points, lr.points + 1),
+                    format!(
+                        "leaves {available} distinct x values, but {} points and a query need {}",
+                        lr.points,
+                        lr.points + 1
+                    ),
                 ));
             }
             check_instances(lr.instances_per_condition, t, at)?;
@@ -245,10 +333,20 @@ fn build_task(f: &TaskFile, t: usize, seed: u64, at: &Locator<'_>) -> Result<Tas
                 return Err(bad("names", "must list at least 2 different names".into()));
             }
             if rc.activities.len() < 2 {
-                return Err(bad("activities", "must list at least 2 activities (they are the conditions)".into()));
+                return Err(bad(
+                    "activities",
+                    "must list at least 2 activities (they are the conditions)".into(),
+                ));
             }
-            if let Some(a) = rc.activities.iter().find(|a| a.keywords.iter().all(|k| k.trim().is_empty())) {
-                return Err(bad("activities", format!("`{}` needs at least one keyword to score answers", a.phrase)));
+            if let Some(a) = rc
+                .activities
+                .iter()
+                .find(|a| a.keywords.iter().all(|k| k.trim().is_empty()))
+            {
+                return Err(bad(
+                    "activities",
+                    format!("`{}` needs at least one keyword to score answers", a.phrase),
+                ));
             }
             check_instances(rc.instances_per_condition, t, at)?;
             tasks::reading_comprehension(rc, seed)
@@ -260,8 +358,18 @@ fn build_task(f: &TaskFile, t: usize, seed: u64, at: &Locator<'_>) -> Result<Tas
     };
     for hypothesis in &task.hypotheses {
         if let HypothesisKind::Graded(p) = &hypothesis.kind {
-            if task.instances.iter().any(|i| !matches!(i.params.get(p), Some(ParamValue::Number(_)))) {
-                return Err(bad("hypotheses", format!("`{}` grades `{p}`, which is not a number in every instance", hypothesis.name)));
+            if task
+                .instances
+                .iter()
+                .any(|i| !matches!(i.params.get(p), Some(ParamValue::Number(_))))
+            {
+                return Err(bad(
+                    "hypotheses",
+                    format!(
+                        "`{}` grades `{p}`, which is not a number in every instance",
+                        hypothesis.name
+                    ),
+                ));
             }
         }
     }
@@ -278,19 +386,31 @@ fn check_instances(per_condition: usize, t: usize, at: &Locator<'_>) -> Result<(
         return Err(at.invalid(
             Some(t),
             "instances_per_condition",
-            format!("is {per_condition}; a condition needs at least 2 instances to compare within it"),
+            format!(
+                "is {per_condition}; a condition needs at least 2 instances to compare within it"
+            ),
         ));
     }
     Ok(())
 }
 
-fn custom_hypotheses(c: &CustomFile, t: usize, at: &Locator<'_>) -> Result<Vec<Hypothesis>, ConfigError> {
+fn custom_hypotheses(
+    c: &CustomFile,
+    t: usize,
+    at: &Locator<'_>,
+) -> Result<Vec<Hypothesis>, ConfigError> {
     let bad = |key: &str, problem: String| at.invalid(Some(t), key, problem);
     if c.scoring != "number" && c.scoring != "contains" {
-        return Err(bad("scoring", format!("is `{}`; use `number` or `contains`", c.scoring)));
+        return Err(bad(
+            "scoring",
+            format!("is `{}`; use `number` or `contains`", c.scoring),
+        ));
     }
     if c.relevant_segment.is_some() != c.distractor_segment.is_some() {
-        return Err(bad("relevant_segment", "and `distractor_segment` go together: give both or neither".into()));
+        return Err(bad(
+            "relevant_segment",
+            "and `distractor_segment` go together: give both or neither".into(),
+        ));
     }
     let mut conditions: Vec<&str> = Vec::new();
     for i in &c.instances {
@@ -302,16 +422,32 @@ fn custom_hypotheses(c: &CustomFile, t: usize, at: &Locator<'_>) -> Result<Vec<H
         return Err(bad("instances", "must cover at least 2 conditions".into()));
     }
     for condition in &conditions {
-        let n = c.instances.iter().filter(|i| i.condition == *condition).count();
+        let n = c
+            .instances
+            .iter()
+            .filter(|i| i.condition == *condition)
+            .count();
         if n < 2 {
-            return Err(bad("instances", format!("condition `{condition}` has {n} instance; each needs at least 2")));
+            return Err(bad(
+                "instances",
+                format!("condition `{condition}` has {n} instance; each needs at least 2"),
+            ));
         }
     }
     let params: BTreeSet<&String> = c.instances.iter().flat_map(|i| i.params.keys()).collect();
     if let Some(i) = c.instances.iter().find(|i| i.params.len() != params.len()) {
-        return Err(bad("instances", format!("an instance of `{}` lacks some of the parameters {params:?}", i.condition)));
+        return Err(bad(
+            "instances",
+            format!(
+                "an instance of `{}` lacks some of the parameters {params:?}",
+                i.condition
+            ),
+        ));
     }
-    c.hypotheses.iter().map(|h| custom_hypothesis(h, &conditions, &params, t, at)).collect()
+    c.hypotheses
+        .iter()
+        .map(|h| custom_hypothesis(h, &conditions, &params, t, at))
+        .collect()
 }
 
 fn custom_hypothesis(
@@ -321,9 +457,13 @@ fn custom_hypothesis(
     t: usize,
     at: &Locator<'_>,
 ) -> Result<Hypothesis, ConfigError> {
-    let bad = |problem: String| at.invalid(Some(t), "hypotheses", format!("`{}` {problem}", h.name));
+    let bad =
+        |problem: String| at.invalid(Some(t), "hypotheses", format!("`{}` {problem}", h.name));
     let param = || -> Result<String, ConfigError> {
-        let p = h.param.clone().ok_or_else(|| bad("needs `param`, the parameter it compares".into()))?;
+        let p = h
+            .param
+            .clone()
+            .ok_or_else(|| bad("needs `param`, the parameter it compares".into()))?;
         if !params.contains(&p) {
             return Err(bad(format!("compares `{p}`, which no instance has")));
         }
@@ -338,29 +478,55 @@ fn custom_hypothesis(
             };
             let n = conditions.len();
             if order.len() != n || matrix.len() != n || matrix.iter().any(|row| row.len() != n) {
-                return Err(bad(format!("must be {n} × {n}, one row and column per condition")));
+                return Err(bad(format!(
+                    "must be {n} × {n}, one row and column per condition"
+                )));
             }
             let index: Vec<usize> = conditions
                 .iter()
-                .map(|c| order.iter().position(|o| o == c).ok_or_else(|| bad(format!("does not list condition `{c}`"))))
+                .map(|c| {
+                    order
+                        .iter()
+                        .position(|o| o == c)
+                        .ok_or_else(|| bad(format!("does not list condition `{c}`")))
+                })
                 .collect::<Result<_, _>>()?;
             for i in 0..n {
                 for j in 0..n {
                     if matrix[i][j] != matrix[j][i] || !matrix[i][j].is_finite() {
-                        return Err(bad(format!("is not symmetric: entry ({i}, {j}) differs from ({j}, {i})")));
+                        return Err(bad(format!(
+                            "is not symmetric: entry ({i}, {j}) differs from ({j}, {i})"
+                        )));
                     }
                 }
             }
             // Reorder rows and columns to the task's condition order.
-            HypothesisKind::Matrix((0..n).map(|a| (0..n).map(|b| matrix[index[a]][index[b]]).collect()).collect())
+            HypothesisKind::Matrix(
+                (0..n)
+                    .map(|a| (0..n).map(|b| matrix[index[a]][index[b]]).collect())
+                    .collect(),
+            )
         }
-        other => return Err(bad(format!("has kind `{other}`; use same, graded or matrix"))),
+        other => {
+            return Err(bad(format!(
+                "has kind `{other}`; use same, graded or matrix"
+            )))
+        }
     };
-    Ok(Hypothesis { name: h.name.clone(), kind })
+    Ok(Hypothesis {
+        name: h.name.clone(),
+        kind,
+    })
 }
 
 /// Every segment the analyses use must exist, exactly once, in every prompt.
-fn check_segments(task: &Task, prompts: &[Prompt], pooling: &PoolingChoice, t: usize, at: &Locator<'_>) -> Result<(), ConfigError> {
+fn check_segments(
+    task: &Task,
+    prompts: &[Prompt],
+    pooling: &PoolingChoice,
+    t: usize,
+    at: &Locator<'_>,
+) -> Result<(), ConfigError> {
     let mut needed: Vec<(&str, &str)> = Vec::new();
     if let Some(s) = pooling.segment() {
         needed.push((s, "capture.pooling"));

@@ -40,8 +40,12 @@ pub fn choose_demonstrations(task: &Task, seed: u64) -> Result<Vec<Vec<usize>>, 
         Demonstrations::PerInstance => {
             let mut rng = SeededRng::new(seed, &format!("demonstrations/{}", task.name));
             for target in &task.instances {
-                let mut pool: Vec<usize> =
-                    task.instances.iter().filter(|i| i.condition != target.condition).map(|i| i.id).collect();
+                let mut pool: Vec<usize> = task
+                    .instances
+                    .iter()
+                    .filter(|i| i.condition != target.condition)
+                    .map(|i| i.id)
+                    .collect();
                 if pool.len() < k {
                     return Err(too_few(task, pool.len()));
                 }
@@ -51,10 +55,15 @@ pub fn choose_demonstrations(task: &Task, seed: u64) -> Result<Vec<Vec<usize>>, 
         }
         Demonstrations::Fixed => {
             let mut order: Vec<usize> = (0..task.instances.len()).collect();
-            SeededRng::new(seed, &format!("fixed-demonstrations/{}", task.name)).shuffle(&mut order);
+            SeededRng::new(seed, &format!("fixed-demonstrations/{}", task.name))
+                .shuffle(&mut order);
             for target in &task.instances {
-                let set: Vec<usize> =
-                    order.iter().copied().filter(|&i| task.instances[i].condition != target.condition).take(k).collect();
+                let set: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| task.instances[i].condition != target.condition)
+                    .take(k)
+                    .collect();
                 if set.len() < k {
                     return Err(too_few(task, set.len()));
                 }
@@ -74,7 +83,12 @@ fn too_few(task: &Task, available: usize) -> String {
 
 /// Renders the 0-shot prompts of every target, then the k-shot prompts, with
 /// ids starting at `first_id`.
-pub fn build_prompts(task: &Task, task_index: usize, seed: u64, first_id: usize) -> Result<Vec<Prompt>, String> {
+pub fn build_prompts(
+    task: &Task,
+    task_index: usize,
+    seed: u64,
+    first_id: usize,
+) -> Result<Vec<Prompt>, String> {
     let demonstrations = choose_demonstrations(task, seed)?;
     let mut prompts = Vec::with_capacity(2 * task.instances.len());
     for shots in [0, task.shots] {
@@ -84,8 +98,12 @@ pub fn build_prompts(task: &Task, task_index: usize, seed: u64, first_id: usize)
                 "target": target.context,
                 "demonstrations": shown.iter().map(|&d| &task.instances[d].context).collect::<Vec<_>>(),
             });
-            let rendered = template::render(&task.template, &context)
-                .map_err(|e| format!("its template does not render for instance {}: {e}", target.id))?;
+            let rendered = template::render(&task.template, &context).map_err(|e| {
+                format!(
+                    "its template does not render for instance {}: {e}",
+                    target.id
+                )
+            })?;
             prompts.push(Prompt {
                 id: first_id + prompts.len(),
                 task: task_index,

@@ -13,7 +13,9 @@ impl SeededRng {
     /// or an option does not change the draws of another.
     pub fn new(seed: u64, stream: &str) -> Self {
         // FNV-1a of the stream name, mixed into the seed.
-        let hash = stream.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let hash = stream.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         SeededRng(ChaCha8Rng::seed_from_u64(seed ^ hash.rotate_left(17)))
     }
 

@@ -31,16 +31,30 @@ pub fn score(scoring: Scoring, instance: &Instance, generated: &str) -> Score {
         Scoring::Number => {
             let expected = instance.numeric_answer();
             match (first_number(answer), expected) {
-                (Some(y_hat), Some(y)) => {
-                    Score { correct: (y_hat - y).abs() < 1e-9, error: Some((y_hat - y).abs()), unparseable: false }
-                }
-                _ => Score { correct: false, error: None, unparseable: true },
+                (Some(y_hat), Some(y)) => Score {
+                    correct: (y_hat - y).abs() < 1e-9,
+                    error: Some((y_hat - y).abs()),
+                    unparseable: false,
+                },
+                _ => Score {
+                    correct: false,
+                    error: None,
+                    unparseable: true,
+                },
             }
         }
         Scoring::Keywords => {
             let lower = answer.to_lowercase();
-            let has = |words: &[String]| words.iter().any(|w| !w.is_empty() && lower.contains(&w.to_lowercase()));
-            Score { correct: has(&instance.keywords) && !has(&instance.forbidden), error: None, unparseable: false }
+            let has = |words: &[String]| {
+                words
+                    .iter()
+                    .any(|w| !w.is_empty() && lower.contains(&w.to_lowercase()))
+            };
+            Score {
+                correct: has(&instance.keywords) && !has(&instance.forbidden),
+                error: None,
+                unparseable: false,
+            }
         }
     }
 }
@@ -93,8 +107,22 @@ mod tests {
     #[test]
     fn numeric_answers_score_their_absolute_error() {
         let target = instance("23", &[], &[]);
-        assert_eq!(score(Scoring::Number, &target, " 23\n"), Score { correct: true, error: Some(0.0), unparseable: false });
-        assert_eq!(score(Scoring::Number, &target, " 20, y = 23"), Score { correct: false, error: Some(3.0), unparseable: false });
+        assert_eq!(
+            score(Scoring::Number, &target, " 23\n"),
+            Score {
+                correct: true,
+                error: Some(0.0),
+                unparseable: false
+            }
+        );
+        assert_eq!(
+            score(Scoring::Number, &target, " 20, y = 23"),
+            Score {
+                correct: false,
+                error: Some(3.0),
+                unparseable: false
+            }
+        );
         assert!(score(Scoring::Number, &target, " twenty").unparseable);
         // Only the first line is the answer.
         assert!(score(Scoring::Number, &target, "\n23").unparseable);

@@ -31,12 +31,22 @@ pub fn token_anchors(text: &str, pieces: &[Vec<u8>]) -> Result<Vec<usize>, Strin
                 String::from_utf8_lossy(piece)
             ));
         };
-        let lead = matched.iter().take_while(|b| b.is_ascii_whitespace()).count();
-        anchors.push(if lead < matched.len() { offset + lead } else { offset });
+        let lead = matched
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+        anchors.push(if lead < matched.len() {
+            offset + lead
+        } else {
+            offset
+        });
         offset += matched.len();
     }
     if offset != bytes.len() {
-        return Err(format!("the tokens spell {offset} of the prompt's {} bytes", bytes.len()));
+        return Err(format!(
+            "the tokens spell {offset} of the prompt's {} bytes",
+            bytes.len()
+        ));
     }
     Ok(anchors)
 }
@@ -58,7 +68,8 @@ mod tests {
 
     #[test]
     fn anchors_skip_leading_whitespace() {
-        let anchors = token_anchors("Hi there\nx", &pieces(&["Hi", " there", "\n", "x"])).expect("align");
+        let anchors =
+            token_anchors("Hi there\nx", &pieces(&["Hi", " there", "\n", "x"])).expect("align");
         assert_eq!(anchors, vec![0, 3, 8, 9]);
     }
 

@@ -92,9 +92,13 @@ impl Hypothesis {
         for (i, a) in instances.iter().enumerate() {
             for (j, b) in instances.iter().enumerate() {
                 out[i * n + j] = match &self.kind {
-                    HypothesisKind::Same(p) => f64::from(u8::from(a.params.get(p) == b.params.get(p))),
+                    HypothesisKind::Same(p) => {
+                        f64::from(u8::from(a.params.get(p) == b.params.get(p)))
+                    }
                     HypothesisKind::Graded(p) => match (a.params.get(p), b.params.get(p)) {
-                        (Some(ParamValue::Number(x)), Some(ParamValue::Number(y))) => -(x - y).abs(),
+                        (Some(ParamValue::Number(x)), Some(ParamValue::Number(y))) => {
+                            -(x - y).abs()
+                        }
                         _ => f64::NAN,
                     },
                     HypothesisKind::Matrix(m) => m[a.condition][b.condition],
@@ -145,7 +149,10 @@ pub fn linear_regression(f: &LinearRegressionFile, seed: u64) -> Task {
                 let mut shown: Vec<i64> = pool[..f.points].to_vec();
                 shown.sort_unstable();
                 let query = pool[f.points];
-                let points: Vec<_> = shown.iter().map(|&x| json!({"x": x, "y": a * x + b})).collect();
+                let points: Vec<_> = shown
+                    .iter()
+                    .map(|&x| json!({"x": x, "y": a * x + b}))
+                    .collect();
                 let answer = (a * query + b).to_string();
                 instances.push(Instance {
                     id: instances.len(),
@@ -153,7 +160,10 @@ pub fn linear_regression(f: &LinearRegressionFile, seed: u64) -> Task {
                     params: BTreeMap::from([
                         ("slope".to_string(), ParamValue::Number(a as f64)),
                         ("intercept".to_string(), ParamValue::Number(b as f64)),
-                        ("condition".to_string(), ParamValue::Text(format!("{a},{b}"))),
+                        (
+                            "condition".to_string(),
+                            ParamValue::Text(format!("{a},{b}")),
+                        ),
                     ]),
                     context: json!({"points": points, "query_x": query, "answer": answer}),
                     answer,
@@ -163,14 +173,23 @@ pub fn linear_regression(f: &LinearRegressionFile, seed: u64) -> Task {
             }
         }
     }
-    let same = |name: &str, p: &str| Hypothesis { name: name.into(), kind: HypothesisKind::Same(p.into()) };
-    let graded = |name: &str, p: &str| Hypothesis { name: name.into(), kind: HypothesisKind::Graded(p.into()) };
+    let same = |name: &str, p: &str| Hypothesis {
+        name: name.into(),
+        kind: HypothesisKind::Same(p.into()),
+    };
+    let graded = |name: &str, p: &str| Hypothesis {
+        name: name.into(),
+        kind: HypothesisKind::Graded(p.into()),
+    };
     Task {
         name: f.name.clone(),
         kind: "linear-regression".into(),
         shots: f.shots,
         demonstrations: f.demonstrations,
-        template: f.template.clone().unwrap_or_else(|| LINEAR_REGRESSION_TEMPLATE.to_string()),
+        template: f
+            .template
+            .clone()
+            .unwrap_or_else(|| LINEAR_REGRESSION_TEMPLATE.to_string()),
         scoring: Scoring::Number,
         conditions,
         instances,
@@ -182,8 +201,14 @@ pub fn linear_regression(f: &LinearRegressionFile, seed: u64) -> Task {
             same("same condition", "condition"),
         ],
         probes: vec![
-            ProbeTarget { param: "slope".into(), numeric: true },
-            ProbeTarget { param: "intercept".into(), numeric: true },
+            ProbeTarget {
+                param: "slope".into(),
+                numeric: true,
+            },
+            ProbeTarget {
+                param: "intercept".into(),
+                numeric: true,
+            },
         ],
         attention_segments: None,
     }
@@ -197,7 +222,8 @@ pub fn reading_comprehension(f: &ReadingComprehensionFile, seed: u64) -> Task {
         for j in 0..f.instances_per_condition {
             let asked = rng.below(f.names.len());
             let other = (asked + 1 + rng.below(f.names.len() - 1)) % f.names.len();
-            let distractor_index = (condition + 1 + rng.below(f.activities.len() - 1)) % f.activities.len();
+            let distractor_index =
+                (condition + 1 + rng.below(f.activities.len() - 1)) % f.activities.len();
             let distractor = &f.activities[distractor_index];
             let (name, other_name) = (&f.names[asked], &f.names[other]);
             let relevant = format!("{name} is {}.", activity.phrase);
@@ -205,8 +231,11 @@ pub fn reading_comprehension(f: &ReadingComprehensionFile, seed: u64) -> Task {
             // Alternate the order within each condition: balanced when the
             // number of instances per condition is even.
             let relevant_first = j % 2 == 0;
-            let (first, second) =
-                if relevant_first { (&relevant, &distracting) } else { (&distracting, &relevant) };
+            let (first, second) = if relevant_first {
+                (&relevant, &distracting)
+            } else {
+                (&distracting, &relevant)
+            };
             instances.push(Instance {
                 id: instances.len(),
                 condition,
@@ -230,17 +259,32 @@ pub fn reading_comprehension(f: &ReadingComprehensionFile, seed: u64) -> Task {
         kind: "reading-comprehension".into(),
         shots: f.shots,
         demonstrations: f.demonstrations,
-        template: f.template.clone().unwrap_or_else(|| READING_COMPREHENSION_TEMPLATE.to_string()),
+        template: f
+            .template
+            .clone()
+            .unwrap_or_else(|| READING_COMPREHENSION_TEMPLATE.to_string()),
         scoring: Scoring::Keywords,
         conditions,
         instances,
         hypotheses: vec![
-            Hypothesis { name: "same activity".into(), kind: HypothesisKind::Same("activity".into()) },
-            Hypothesis { name: "same person".into(), kind: HypothesisKind::Same("person".into()) },
+            Hypothesis {
+                name: "same activity".into(),
+                kind: HypothesisKind::Same("activity".into()),
+            },
+            Hypothesis {
+                name: "same person".into(),
+                kind: HypothesisKind::Same("person".into()),
+            },
         ],
         probes: vec![
-            ProbeTarget { param: "activity".into(), numeric: false },
-            ProbeTarget { param: "person".into(), numeric: false },
+            ProbeTarget {
+                param: "activity".into(),
+                numeric: false,
+            },
+            ProbeTarget {
+                param: "person".into(),
+                numeric: false,
+            },
         ],
         attention_segments: Some(("relevant".into(), "distractor".into())),
     }
@@ -251,16 +295,20 @@ pub fn custom(f: &CustomFile, hypotheses: Vec<Hypothesis>) -> Task {
     let mut conditions: Vec<String> = Vec::new();
     let mut instances = Vec::new();
     for inst in &f.instances {
-        let condition = conditions.iter().position(|c| c == &inst.condition).unwrap_or_else(|| {
-            conditions.push(inst.condition.clone());
-            conditions.len() - 1
-        });
+        let condition = conditions
+            .iter()
+            .position(|c| c == &inst.condition)
+            .unwrap_or_else(|| {
+                conditions.push(inst.condition.clone());
+                conditions.len() - 1
+            });
         let mut context = serde_json::to_value(&inst.vars).unwrap_or_else(|_| json!({}));
         if let Some(map) = context.as_object_mut() {
             map.insert("answer".into(), json!(inst.answer));
             map.insert("condition".into(), json!(inst.condition));
             for (k, v) in &inst.params {
-                map.entry(k.clone()).or_insert_with(|| serde_json::to_value(v).unwrap_or_default());
+                map.entry(k.clone())
+                    .or_insert_with(|| serde_json::to_value(v).unwrap_or_default());
             }
         }
         instances.push(Instance {
@@ -276,7 +324,10 @@ pub fn custom(f: &CustomFile, hypotheses: Vec<Hypothesis>) -> Task {
     let mut probes: Vec<ProbeTarget> = Vec::new();
     if let Some(first) = f.instances.first() {
         for (param, value) in &first.params {
-            probes.push(ProbeTarget { param: param.clone(), numeric: matches!(value, ParamValue::Number(_)) });
+            probes.push(ProbeTarget {
+                param: param.clone(),
+                numeric: matches!(value, ParamValue::Number(_)),
+            });
         }
     }
     Task {
@@ -285,7 +336,11 @@ pub fn custom(f: &CustomFile, hypotheses: Vec<Hypothesis>) -> Task {
         shots: f.shots,
         demonstrations: f.demonstrations,
         template: f.template.clone(),
-        scoring: if f.scoring == "number" { Scoring::Number } else { Scoring::Keywords },
+        scoring: if f.scoring == "number" {
+            Scoring::Number
+        } else {
+            Scoring::Keywords
+        },
         conditions,
         instances,
         hypotheses,

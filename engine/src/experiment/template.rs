@@ -26,21 +26,36 @@ pub struct Rendered {
 /// Renders a template with a JSON-like context.
 pub fn render(template: &str, context: &serde_json::Value) -> Result<Rendered, String> {
     if contains_sentinel(&context.to_string()) || contains_sentinel(template) {
-        return Err("the text contains a private-use character (U+E000–U+E002) reserved for segment marks".into());
+        return Err(
+            "the text contains a private-use character (U+E000–U+E002) reserved for segment marks"
+                .into(),
+        );
     }
     let mut env = Environment::new();
     // Strict: a misspelt variable is an error, not an empty string.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    let syntax = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().map_err(describe)?;
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+        .map_err(describe)?;
     env.set_syntax(syntax);
-    env.add_filter("segment", |content: String, label: String| -> Result<String, minijinja::Error> {
-        if label.is_empty() || label.contains([OPEN, LABEL_END, CLOSE]) {
-            return Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "a segment needs a plain label"));
-        }
-        Ok(format!("{OPEN}{label}{LABEL_END}{content}{CLOSE}"))
-    });
+    env.add_filter(
+        "segment",
+        |content: String, label: String| -> Result<String, minijinja::Error> {
+            if label.is_empty() || label.contains([OPEN, LABEL_END, CLOSE]) {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    "a segment needs a plain label",
+                ));
+            }
+            Ok(format!("{OPEN}{label}{LABEL_END}{content}{CLOSE}"))
+        },
+    );
     env.add_template("prompt", template).map_err(describe)?;
-    let marked = env.get_template("prompt").and_then(|t| t.render(minijinja::value::Serde(context))).map_err(describe)?;
+    let marked = env
+        .get_template("prompt")
+        .and_then(|t| t.render(minijinja::value::Serde(context)))
+        .map_err(describe)?;
     strip_segments(&marked)
 }
 

@@ -6,7 +6,10 @@ use std::io::Write;
 use std::ops::Range;
 use std::time::Instant;
 
-use crate::capture::{AttentionKeep, AttentionRequest, CaptureError, CaptureRequest, HiddenRequest, Model, Pooling, Session};
+use crate::capture::{
+    AttentionKeep, AttentionRequest, CaptureError, CaptureRequest, HiddenRequest, Model, Pooling,
+    Session,
+};
 use crate::experiment::scoring::{self, Score};
 use crate::experiment::{spans, Experiment, PoolingChoice, Prompt};
 
@@ -42,18 +45,27 @@ pub fn tokenize_all(model: &Model, experiment: &Experiment) -> Result<Tokenized,
     for p in &experiment.prompts {
         let t = model.tokenize(&p.text, false)?;
         let pieces: Vec<Vec<u8>> = t.iter().map(|&id| model.token_bytes(id)).collect();
-        let a = spans::token_anchors(&p.text, &pieces)
-            .map_err(|e| CaptureError::BadRequest(format!("prompt {} cannot be mapped to tokens: {e}", p.id)))?;
+        let a = spans::token_anchors(&p.text, &pieces).map_err(|e| {
+            CaptureError::BadRequest(format!("prompt {} cannot be mapped to tokens: {e}", p.id))
+        })?;
         tokens.push(t);
         anchors.push(a);
     }
     Ok(Tokenized { tokens, anchors })
 }
 
-fn segment_tokens(p: &Prompt, anchors: &[usize], label: &str) -> Result<Range<usize>, CaptureError> {
-    let bytes = p.segments.get(label).and_then(|r| r.first()).ok_or_else(|| {
-        CaptureError::BadRequest(format!("prompt {} has no segment `{label}`", p.id))
-    })?;
+fn segment_tokens(
+    p: &Prompt,
+    anchors: &[usize],
+    label: &str,
+) -> Result<Range<usize>, CaptureError> {
+    let bytes = p
+        .segments
+        .get(label)
+        .and_then(|r| r.first())
+        .ok_or_else(|| {
+            CaptureError::BadRequest(format!("prompt {} has no segment `{label}`", p.id))
+        })?;
     let range = spans::tokens_in(anchors, bytes);
     if range.is_empty() {
         return Err(CaptureError::BadRequest(format!(
@@ -79,7 +91,11 @@ pub fn capture_all(
     let total = experiment.prompts.len();
     let mut records = Vec::with_capacity(total);
     let mut next_report = 0;
-    for (p, (tokens, anchors)) in experiment.prompts.iter().zip(tokenized.tokens.iter().zip(&tokenized.anchors)) {
+    for (p, (tokens, anchors)) in experiment
+        .prompts
+        .iter()
+        .zip(tokenized.tokens.iter().zip(&tokenized.anchors))
+    {
         let task = &experiment.tasks[p.task];
         let n = tokens.len();
         let pooling = match &experiment.pooling {
@@ -88,9 +104,10 @@ pub fn capture_all(
             PoolingChoice::Max(label) => Pooling::Max(segment_tokens(p, anchors, label)?),
         };
         let attention_spans = match &task.attention_segments {
-            Some((relevant, distractor)) => {
-                Some((segment_tokens(p, anchors, relevant)?, segment_tokens(p, anchors, distractor)?))
-            }
+            Some((relevant, distractor)) => Some((
+                segment_tokens(p, anchors, relevant)?,
+                segment_tokens(p, anchors, distractor)?,
+            )),
             None => None,
         };
         let request = CaptureRequest {
@@ -107,7 +124,9 @@ pub fn capture_all(
         let generated = model.detokenize(&generated_tokens);
         let score = scoring::score(task.scoring, &task.instances[p.target], &generated);
 
-        let hidden = activations.hidden.ok_or_else(|| CaptureError::Decode("no hidden states captured".into()))?;
+        let hidden = activations
+            .hidden
+            .ok_or_else(|| CaptureError::Decode("no hidden states captured".into()))?;
         let mut embedding = Vec::with_capacity(layers.len() * info.n_embd);
         for &layer in layers {
             embedding.extend_from_slice(hidden.row(&[0, layer]));
@@ -124,7 +143,11 @@ pub fn capture_all(
         let mut token_spans: Vec<(String, Range<usize>)> = p
             .segments
             .iter()
-            .filter_map(|(label, ranges)| ranges.first().map(|b| (label.clone(), spans::tokens_in(anchors, b))))
+            .filter_map(|(label, ranges)| {
+                ranges
+                    .first()
+                    .map(|b| (label.clone(), spans::tokens_in(anchors, b)))
+            })
             .collect();
         token_spans.sort_by(|a, b| a.1.start.cmp(&b.1.start).then(a.0.cmp(&b.0)));
         records.push(PromptRecord {

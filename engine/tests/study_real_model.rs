@@ -1,0 +1,95 @@
+//! A small study on the real default model: every prompt captured once,
+//! segments mapped to tokens, answers generated and scored.
+
+use engine::capture::{ContextOptions, Model, ModelOptions, Session};
+use engine::experiment::{Experiment, ExperimentFile};
+use engine::study;
+
+const SMALL: &str = r#"
+name = "small"
+[capture]
+max_new_tokens = 4
+
+[[tasks]]
+kind = "linear-regression"
+shots = 2
+instances_per_condition = 2
+slopes = [1, 2]
+intercepts = [3]
+
+[[tasks]]
+kind = "reading-comprehension"
+shots = 2
+instances_per_condition = 2
+names = ["Hannah", "Max", "Olivia"]
+activities = [
+  { phrase = "reading a book", keywords = ["read", "book"] },
+  { phrase = "cooking dinner", keywords = ["cook", "dinner"] },
+]
+"#;
+
+#[test]
+fn a_small_study_captures_every_prompt_once_with_its_segments() {
+    let path = engine::default_model::resolve(None).unwrap_or_else(|e| panic!("{e}"));
+    let model = Model::load(&ModelOptions {
+        path,
+        n_gpu_layers: 0,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let experiment = Experiment::build(
+        ExperimentFile::parse(SMALL, "small").expect("parse"),
+        "small",
+        Some(SMALL),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tokenized = study::tokenize_all(&model, &experiment).expect("tokenize");
+    let options = study::context_for(
+        &experiment,
+        &tokenized,
+        &model,
+        ContextOptions {
+            threads: 2,
+            ..ContextOptions::default()
+        },
+    )
+    .expect("context");
+    let mut session = Session::new(&model, options).expect("session");
+    let layers = experiment.layers(30).expect("layers");
+    let records =
+        study::capture_all(&mut session, &experiment, &tokenized, &layers, None).expect("capture");
+    assert_eq!(records.len(), experiment.prompts.len());
+    for (record, prompt) in records.iter().zip(&experiment.prompts) {
+        assert_eq!(record.embedding.len(), 30 * 576);
+        // Every segment has tokens, and they spell the segment's text.
+        for (label, tokens) in &record.token_spans {
+            assert!(!tokens.is_empty(), "prompt {} segment {label}", prompt.id);
+            let spelled = model.detokenize(&tokenized.tokens[prompt.id][tokens.clone()]);
+            let text = &prompt.text[prompt.segments[label][0].clone()];
+            assert_eq!(
+                spelled.trim(),
+                text.trim(),
+                "prompt {} segment {label}",
+                prompt.id
+            );
+        }
+        let is_reading = experiment.tasks[prompt.task].kind == "reading-comprehension";
+        assert_eq!(
+            record.attention_mass.as_ref().map(Vec::len),
+            is_reading.then_some(30 * 9 * 2)
+        );
+        if let Some(mass) = &record.attention_mass {
+            assert!(mass.iter().all(|&m| (0.0..=1.0 + 1e-6).contains(&m)));
+        }
+    }
+    // With two demonstrations this model answers the story questions.
+    let reading_k_shot: Vec<_> = records
+        .iter()
+        .zip(&experiment.prompts)
+        .filter(|(_, p)| p.task == 1 && p.shots > 0)
+        .map(|(r, _)| r.score.correct)
+        .collect();
+    assert!(
+        reading_k_shot.iter().filter(|&&c| c).count() >= 2,
+        "{reading_k_shot:?}"
+    );
+}
