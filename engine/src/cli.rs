@@ -35,6 +35,10 @@ pub enum Command {
     /// Run one prompt and save every layer's hidden states (and optionally
     /// attention) as a NumPy .npz file; prints the most likely next tokens.
     Capture(CaptureArgs),
+    /// Run an experiment (default: the `paper` preset, both tasks of the
+    /// study) on one or more models: capture, score, analyse, and write the
+    /// results as tidy CSV files.
+    Report(ReportArgs),
     /// Time a bare forward pass against the reduced and the full capture on
     /// prompts of given lengths, and print the ratios and peak memory.
     Bench(BenchArgs),
@@ -127,6 +131,42 @@ pub struct CaptureArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// An experiment file (TOML). Without it, the `paper` preset.
+    #[arg(value_name = "EXPERIMENT.toml", conflicts_with = "preset")]
+    pub experiment: Option<PathBuf>,
+    /// A built-in experiment: `paper` (both tasks), `linear-regression` or
+    /// `reading-comprehension`.
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// Models to compare on the same prompts (repeat the flag); replaces
+    /// the experiment's `models`. Default: the default model.
+    #[arg(long = "model", value_name = "PATH")]
+    pub models: Vec<PathBuf>,
+    /// Where to write the report. Default: reports/<experiment name>.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also write the pooled per-layer embeddings (safetensors) for your own analyses.
+    #[arg(long)]
+    pub save_embeddings: bool,
+    /// Layers to offload to the GPU (needs a build with `--features cuda`).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub n_gpu_layers: i32,
+    /// CPU threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// llama.cpp's flash-attention kernel; attention is recomputed from the
+    /// queries and keys unless it is `off`.
+    #[arg(long, value_enum, default_value_t = FlashAttention::Auto)]
+    pub flash_attn: FlashAttention,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -147,6 +187,7 @@ pub struct BadInput(pub String);
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Capture(args) => commands::capture::run(&args, cli.quiet),
+        Command::Report(args) => commands::report::run(&args, cli.quiet),
         Command::Bench(args) => commands::bench::run(&args),
     }
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod capture;
+pub(crate) mod report;
 
 use std::io::Write;
 

@@ -1,8 +1,13 @@
 //! A whole study on one or more models: capture every prompt, score the
 //! behaviour, run every analysis, and export the results.
 
+pub mod analyze;
+pub mod behavior;
 pub mod capture;
+pub mod export;
+mod summary;
 
+pub use analyze::{analyze, ModelRun, StudyResults};
 pub use capture::{capture_all, tokenize_all, PromptRecord, Tokenized};
 
 use crate::capture::{CaptureError, ContextOptions, Model};

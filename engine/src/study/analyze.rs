@@ -1,0 +1,504 @@
+//! Every analysis of the study for every model, task, ICL state and layer,
+//! gathered into the tidy tables the report and the exports are made of.
+//!
+//! The analyses themselves live in [`crate::analysis`]; this file only
+//! slices the captured records and names the results.
+
+use std::path::Path;
+
+use super::behavior::{self, improvement, state_records};
+use super::capture::PromptRecord;
+use super::export::{num, Table};
+use crate::analysis::attention_ratio::{attention_ratios, log2_ratio};
+use crate::analysis::correlation::behavior_representation_correlation;
+use crate::analysis::probe::{logistic_probe_gram, numeric_confidence, ridge_probe_gram};
+use crate::analysis::resample::derive_seed;
+use crate::analysis::rsa::{
+    cosine_from_gram, prompt_level_alignment, standardized_gram, Comparator,
+};
+use crate::analysis::rsa_bootstrap::bootstrap_ci;
+use crate::analysis::rsa_permutation::permutation_p_values_across_layers;
+use crate::analysis::stats::benjamini_hochberg;
+use crate::analysis::{AnalysisError, Embeddings, SquareMatrix};
+use crate::capture::ModelInfo;
+use crate::experiment::config::ParamValue;
+use crate::experiment::{Experiment, Task};
+
+/// One model's captured run.
+#[derive(Debug, Clone)]
+pub struct ModelRun {
+    pub name: String,
+    pub info: ModelInfo,
+    /// Block indices analysed, in order; embeddings hold these layers.
+    pub layers: Vec<usize>,
+    pub records: Vec<PromptRecord>,
+    pub capture_seconds: f64,
+}
+
+/// Every result table of a study.
+#[derive(Debug, Clone, Default)]
+pub struct StudyResults {
+    pub behavior: Table,
+    pub rsa_alignment: Table,
+    pub prompt_alignment: Table,
+    pub probe: Table,
+    pub attention_ratio: Table,
+    pub correlation: Table,
+}
+
+impl StudyResults {
+    /// Writes `behavior.csv`, `rsa_alignment.csv`, ... into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        for (name, table) in self.tables() {
+            table.write(&dir.join(format!("{name}.csv")))?;
+        }
+        Ok(())
+    }
+
+    pub fn tables(&self) -> [(&'static str, &Table); 6] {
+        [
+            ("behavior", &self.behavior),
+            ("rsa_alignment", &self.rsa_alignment),
+            ("prompt_alignment", &self.prompt_alignment),
+            ("probe", &self.probe),
+            ("attention_ratio", &self.attention_ratio),
+            ("correlation", &self.correlation),
+        ]
+    }
+}
+
+fn comparator(name: &str) -> Comparator {
+    match name {
+        "kendall-tau-a" => Comparator::KendallTauA,
+        "pearson" => Comparator::Pearson,
+        _ => Comparator::Spearman,
+    }
+}
+
+/// A stable 64-bit stream id for a named purpose (FNV-1a), so that the same
+/// permutations and folds serve every model and both ICL states.
+fn stream(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Per-target measures of one task and ICL state, `[layer][target]`, for the
+/// behaviour ↔ representation correlation.
+#[derive(Debug, Default)]
+struct StateMeasures {
+    /// `(hypothesis, [layer][target])`: prompt-level alignment (headline comparator).
+    alignment: Vec<(String, Vec<Vec<f64>>)>,
+    /// `[layer][target]`: log2 of the head-mean attention ratio.
+    attention: Option<Vec<Vec<f64>>>,
+    /// `(parameter, [layer][target])`: out-of-fold probe confidence.
+    probe: Vec<(String, Vec<Vec<f64>>)>,
+}
+
+/// Runs every analysis on every model.
+pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResults, AnalysisError> {
+    let named: Vec<(String, Vec<PromptRecord>)> = runs
+        .iter()
+        .map(|r| (r.name.clone(), r.records.clone()))
+        .collect();
+    let mut results = StudyResults {
+        behavior: behavior::behavior_table(experiment, &named),
+        rsa_alignment: Table::new(&[
+            "model",
+            "task",
+            "shots",
+            "layer",
+            "hypothesis",
+            "comparator",
+            "value",
+            "p_value",
+            "p_adjusted",
+            "ci_low",
+            "ci_high",
+        ]),
+        prompt_alignment: Table::new(&[
+            "model",
+            "task",
+            "shots",
+            "layer",
+            "hypothesis",
+            "comparator",
+            "prompt_id",
+            "target_id",
+            "value",
+        ]),
+        probe: Table::new(&[
+            "model",
+            "task",
+            "shots",
+            "layer",
+            "parameter",
+            "probe",
+            "metric",
+            "value",
+            "penalties",
+        ]),
+        attention_ratio: Table::new(&[
+            "model",
+            "task",
+            "shots",
+            "layer",
+            "head",
+            "n",
+            "log2_ratio",
+            "ratio",
+            "log2_ratio_normalized",
+            "ratio_normalized",
+        ]),
+        correlation: Table::new(&[
+            "model",
+            "task",
+            "layer",
+            "measure",
+            "n",
+            "pearson_r",
+            "pearson_p",
+            "spearman_rho",
+            "spearman_p",
+        ]),
+    };
+    for run in runs {
+        for (t, task) in experiment.tasks.iter().enumerate() {
+            let zero = analyze_state(experiment, run, t, 0, &mut results)?;
+            let k = analyze_state(experiment, run, t, task.shots, &mut results)?;
+            correlate(experiment, run, t, &zero, &k, &mut results)?;
+        }
+    }
+    Ok(results)
+}
+
+fn analyze_state(
+    experiment: &Experiment,
+    run: &ModelRun,
+    t: usize,
+    shots: usize,
+    results: &mut StudyResults,
+) -> Result<StateMeasures, AnalysisError> {
+    let task = &experiment.tasks[t];
+    let options = &experiment.file.analysis;
+    let records = state_records(experiment, &run.records, t, shots);
+    let instances: Vec<_> = records
+        .iter()
+        .map(|r| &task.instances[experiment.prompts[r.prompt].target])
+        .collect();
+    let groups: Vec<usize> = instances.iter().map(|i| i.id).collect();
+    let n = records.len();
+    let dim = run.info.n_embd;
+    let key = |layer: usize| {
+        vec![
+            run.name.clone(),
+            task.name.clone(),
+            shots.to_string(),
+            layer.to_string(),
+        ]
+    };
+
+    // One standardised Gram matrix per layer serves RSA and both probes.
+    let mut grams = Vec::with_capacity(run.layers.len());
+    let mut buffer = vec![0f32; n * dim];
+    for li in 0..run.layers.len() {
+        for (row, r) in records.iter().enumerate() {
+            buffer[row * dim..(row + 1) * dim]
+                .copy_from_slice(&r.embedding[li * dim..(li + 1) * dim]);
+        }
+        grams.push(standardized_gram(Embeddings::new(&buffer, n, dim)?)?);
+    }
+    let similarities: Vec<SquareMatrix> = grams.iter().map(cosine_from_gram).collect();
+
+    let mut measures = StateMeasures::default();
+    for hypothesis in &task.hypotheses {
+        let h = SquareMatrix::new(n, hypothesis.matrix(&instances))?;
+        let seed = derive_seed(
+            experiment.file.seed,
+            stream(&format!("rsa/{}/{}", task.name, hypothesis.name)),
+        );
+        for (c, name) in options.comparators.iter().enumerate() {
+            let cmp = comparator(name);
+            let p_values = permutation_p_values_across_layers(
+                &similarities,
+                &h,
+                cmp,
+                options.permutations,
+                seed,
+            )?;
+            let adjusted = benjamini_hochberg(&p_values);
+            for (li, s) in similarities.iter().enumerate() {
+                let value = crate::analysis::rsa::alignment(s, &h, cmp)?;
+                let boot_seed = derive_seed(seed, stream(&format!("bootstrap/{li}")));
+                let (low, high) = bootstrap_ci(
+                    s,
+                    &h,
+                    cmp,
+                    &groups,
+                    options.bootstrap,
+                    boot_seed,
+                    options.confidence,
+                )?;
+                let mut row = key(run.layers[li]);
+                row.extend([
+                    hypothesis.name.clone(),
+                    name.clone(),
+                    num(value),
+                    num(p_values[li]),
+                    num(adjusted[li]),
+                    num(low),
+                    num(high),
+                ]);
+                results.rsa_alignment.push(row);
+            }
+            if c == 0 {
+                let mut per_layer = Vec::with_capacity(similarities.len());
+                for (li, s) in similarities.iter().enumerate() {
+                    let values = prompt_level_alignment(s, &h, cmp)?;
+                    for (r, v) in records.iter().zip(&values) {
+                        let mut row = key(run.layers[li]);
+                        let target = experiment.prompts[r.prompt].target;
+                        row.extend([
+                            hypothesis.name.clone(),
+                            name.clone(),
+                            r.prompt.to_string(),
+                            target.to_string(),
+                            num(*v),
+                        ]);
+                        results.prompt_alignment.push(row);
+                    }
+                    per_layer.push(values);
+                }
+                measures
+                    .alignment
+                    .push((hypothesis.name.clone(), per_layer));
+            }
+        }
+    }
+
+    let fold_seed = derive_seed(
+        experiment.file.seed,
+        stream(&format!("probe/{}", task.name)),
+    );
+    let folds = options.cv_folds.min(groups.len());
+    for target in &task.probes {
+        let mut per_layer = Vec::with_capacity(grams.len());
+        for (li, g) in grams.iter().enumerate() {
+            let (metric, value, penalties, confidence) = if target.numeric {
+                let y: Vec<f64> = instances
+                    .iter()
+                    .map(|i| param_number(&i.params, &target.param))
+                    .collect();
+                let probe =
+                    ridge_probe_gram(g, &y, &groups, folds, &options.ridge_alphas, fold_seed)?;
+                (
+                    "r2",
+                    probe.r2,
+                    probe.alphas_chosen,
+                    numeric_confidence(&probe.predictions, &y),
+                )
+            } else {
+                let (labels, n_classes) = categories(&instances, &target.param);
+                let probe = logistic_probe_gram(
+                    g,
+                    &labels,
+                    n_classes,
+                    &groups,
+                    folds,
+                    &options.logistic_cs,
+                    fold_seed,
+                )?;
+                (
+                    "accuracy",
+                    probe.accuracy,
+                    probe.cs_chosen,
+                    probe.true_class_probability,
+                )
+            };
+            let mut row = key(run.layers[li]);
+            let kind = if target.numeric { "ridge" } else { "logistic" };
+            let penalties = penalties
+                .iter()
+                .map(|p| format!("{p}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            row.extend([
+                target.param.clone(),
+                kind.to_string(),
+                metric.to_string(),
+                num(value),
+                penalties,
+            ]);
+            results.probe.push(row);
+            per_layer.push(confidence);
+        }
+        measures.probe.push((target.param.clone(), per_layer));
+    }
+
+    if task.attention_segments.is_some() {
+        measures.attention = Some(attention(run, &records, shots, task, results)?);
+    }
+    Ok(measures)
+}
+
+/// Attention ratios per prompt, summarised per layer and head over prompts
+/// as the mean log2 ratio (ratios are skewed; the geometric mean is its 2^).
+fn attention(
+    run: &ModelRun,
+    records: &[&PromptRecord],
+    shots: usize,
+    task: &Task,
+    results: &mut StudyResults,
+) -> Result<Vec<Vec<f64>>, AnalysisError> {
+    let n_layers = run.layers.len();
+    let n_head = run.info.n_head;
+    let mut per_prompt = Vec::with_capacity(records.len());
+    for r in records {
+        let (Some(mass), Some((len_r, len_d))) = (&r.attention_mass, r.span_lengths) else {
+            continue;
+        };
+        let at = |li: usize, h: usize, s: usize| f64::from(mass[(li * n_head + h) * 2 + s]);
+        let relevant: Vec<Vec<f64>> = (0..n_layers)
+            .map(|li| (0..n_head).map(|h| at(li, h, 0)).collect())
+            .collect();
+        let distractor: Vec<Vec<f64>> = (0..n_layers)
+            .map(|li| (0..n_head).map(|h| at(li, h, 1)).collect())
+            .collect();
+        per_prompt.push(attention_ratios(&relevant, &distractor, len_r, len_d)?);
+    }
+    let mean_finite = |values: &mut dyn Iterator<Item = f64>| -> (f64, usize) {
+        let finite: Vec<f64> = values.filter(|v| v.is_finite()).collect();
+        let n = finite.len();
+        (
+            if n == 0 {
+                f64::NAN
+            } else {
+                finite.iter().sum::<f64>() / n as f64
+            },
+            n,
+        )
+    };
+    let mut head_mean_log = vec![Vec::with_capacity(per_prompt.len()); n_layers];
+    for li in 0..n_layers {
+        for head in 0..=n_head {
+            // head == n_head is the average over heads (mean of per-head log2 ratios).
+            let log_of = |p: &crate::analysis::attention_ratio::AttentionRatios,
+                          normalized: bool| {
+                let table = if normalized {
+                    &p.per_head_length_normalized
+                } else {
+                    &p.per_head
+                };
+                if head < n_head {
+                    log2_ratio(table[li][head])
+                } else {
+                    let logs: Vec<f64> = table[li]
+                        .iter()
+                        .map(|&x| log2_ratio(x))
+                        .filter(|x| x.is_finite())
+                        .collect();
+                    if logs.is_empty() {
+                        f64::NAN
+                    } else {
+                        logs.iter().sum::<f64>() / logs.len() as f64
+                    }
+                }
+            };
+            let (log_mean, n) = mean_finite(&mut per_prompt.iter().map(|p| log_of(p, false)));
+            let (log_norm, _) = mean_finite(&mut per_prompt.iter().map(|p| log_of(p, true)));
+            if head == n_head {
+                head_mean_log[li] = per_prompt.iter().map(|p| log_of(p, false)).collect();
+            }
+            let head_label = if head < n_head {
+                head.to_string()
+            } else {
+                "mean".to_string()
+            };
+            results.attention_ratio.push(vec![
+                run.name.clone(),
+                task.name.clone(),
+                shots.to_string(),
+                run.layers[li].to_string(),
+                head_label,
+                n.to_string(),
+                num(log_mean),
+                num(log_mean.exp2()),
+                num(log_norm),
+                num(log_norm.exp2()),
+            ]);
+        }
+    }
+    Ok(head_mean_log)
+}
+
+fn correlate(
+    experiment: &Experiment,
+    run: &ModelRun,
+    t: usize,
+    zero: &StateMeasures,
+    k: &StateMeasures,
+    results: &mut StudyResults,
+) -> Result<(), AnalysisError> {
+    let task = &experiment.tasks[t];
+    let delta_behavior = improvement(experiment, &run.records, t);
+    let delta = |a: &[Vec<f64>], b: &[Vec<f64>]| -> Vec<Vec<f64>> {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.iter().zip(y).map(|(u, v)| v - u).collect())
+            .collect()
+    };
+    let mut measures: Vec<(String, Vec<Vec<f64>>)> = Vec::new();
+    for ((name, a), (_, b)) in zero.alignment.iter().zip(&k.alignment) {
+        measures.push((format!("alignment: {name}"), delta(a, b)));
+    }
+    if let (Some(a), Some(b)) = (&zero.attention, &k.attention) {
+        measures.push(("attention ratio (log2)".to_string(), delta(a, b)));
+    }
+    for ((name, a), (_, b)) in zero.probe.iter().zip(&k.probe) {
+        measures.push((format!("probe confidence: {name}"), delta(a, b)));
+    }
+    for (measure, per_layer) in measures {
+        let correlations = behavior_representation_correlation(&delta_behavior, &per_layer)?;
+        for (li, c) in correlations.iter().enumerate() {
+            results.correlation.push(vec![
+                run.name.clone(),
+                task.name.clone(),
+                run.layers[li].to_string(),
+                measure.clone(),
+                c.n.to_string(),
+                num(c.pearson_r),
+                num(c.pearson_p),
+                num(c.spearman_rho),
+                num(c.spearman_p),
+            ]);
+        }
+    }
+    Ok(())
+}
+
+fn param_number(params: &std::collections::BTreeMap<String, ParamValue>, name: &str) -> f64 {
+    match params.get(name) {
+        Some(ParamValue::Number(x)) => *x,
+        _ => f64::NAN,
+    }
+}
+
+/// Category labels (indices in sorted order of the values) and their count.
+fn categories(instances: &[&crate::experiment::Instance], name: &str) -> (Vec<usize>, usize) {
+    let values: Vec<String> = instances
+        .iter()
+        .map(|i| match i.params.get(name) {
+            Some(ParamValue::Text(s)) => s.clone(),
+            Some(ParamValue::Number(x)) => format!("{x}"),
+            None => String::new(),
+        })
+        .collect();
+    let mut distinct = values.clone();
+    distinct.sort();
+    distinct.dedup();
+    let labels = values
+        .iter()
+        .map(|v| distinct.iter().position(|d| d == v).unwrap_or(0))
+        .collect();
+    (labels, distinct.len())
+}

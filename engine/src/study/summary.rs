@@ -1,0 +1,193 @@
+//! The few numbers a person reads first, in sentences, from the tables.
+
+use super::analyze::{ModelRun, StudyResults};
+use super::export::Table;
+use crate::experiment::{Experiment, Scoring};
+
+/// Rows of `table` whose first columns equal `prefix`.
+fn rows<'t>(table: &'t Table, prefix: &[&str]) -> impl Iterator<Item = &'t Vec<String>> {
+    let prefix: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+    table
+        .rows
+        .iter()
+        .filter(move |r| r.iter().zip(&prefix).all(|(a, b)| a == b))
+}
+
+fn column(table: &Table, name: &str) -> usize {
+    table.header.iter().position(|h| *h == name).unwrap_or(0)
+}
+
+fn value(row: &[String], index: usize) -> f64 {
+    row.get(index)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn percent(x: f64) -> String {
+    if x.is_nan() {
+        "n/a".into()
+    } else {
+        format!("{:.0}%", 100.0 * x)
+    }
+}
+
+impl StudyResults {
+    /// A short text summary: behaviour before and after ICL, where alignment
+    /// gains most, the attention ratio change, and the best probe layers.
+    pub fn summary(&self, experiment: &Experiment, runs: &[ModelRun]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for run in runs {
+            for task in &experiment.tasks {
+                let (z, k) = ("0".to_string(), task.shots.to_string());
+                let behavior = |shots: &str| {
+                    rows(&self.behavior, &[&run.name, &task.name, shots, "all"])
+                        .next()
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                let (b0, bk) = (behavior(&z), behavior(&k));
+                let b = &self.behavior;
+                let accuracy = column(b, "accuracy");
+                let line = match task.scoring {
+                    Scoring::Number => format!(
+                        "{} · {}: mean error {:.2} → {:.2} (0-shot → {}-shot), exact answers {} → {}, unparseable {} → {}",
+                        run.name,
+                        task.name,
+                        value(&b0, column(b, "mean_error")),
+                        value(&bk, column(b, "mean_error")),
+                        task.shots,
+                        percent(value(&b0, accuracy)),
+                        percent(value(&bk, accuracy)),
+                        percent(value(&b0, column(b, "unparseable_rate"))),
+                        percent(value(&bk, column(b, "unparseable_rate"))),
+                    ),
+                    Scoring::Keywords => format!(
+                        "{} · {}: accuracy {} → {} (0-shot → {}-shot)",
+                        run.name,
+                        task.name,
+                        percent(value(&b0, accuracy)),
+                        percent(value(&bk, accuracy)),
+                        task.shots
+                    ),
+                };
+                lines.push(line);
+                lines.extend(self.alignment_gain(run, task, &z, &k, experiment));
+                lines.extend(self.attention_change(run, task, &z, &k));
+                lines.extend(self.best_probes(run, task, &z, &k));
+            }
+        }
+        lines
+    }
+
+    fn alignment_gain(
+        &self,
+        run: &ModelRun,
+        task: &crate::experiment::Task,
+        z: &str,
+        k: &str,
+        e: &Experiment,
+    ) -> Vec<String> {
+        let t = &self.rsa_alignment;
+        let comparator = e
+            .file
+            .analysis
+            .comparators
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        let (layer, v_col) = (column(t, "layer"), column(t, "value"));
+        let mut lines = Vec::new();
+        for h in &task.hypotheses {
+            let before: Vec<_> = rows(t, &[&run.name, &task.name, z])
+                .filter(|r| r[4] == h.name && r[5] == comparator)
+                .collect();
+            let after: Vec<_> = rows(t, &[&run.name, &task.name, k])
+                .filter(|r| r[4] == h.name && r[5] == comparator)
+                .collect();
+            let best = before
+                .iter()
+                .zip(&after)
+                .map(|(a, b)| {
+                    (
+                        value(b, v_col) - value(a, v_col),
+                        a[layer].clone(),
+                        value(a, v_col),
+                        value(b, v_col),
+                    )
+                })
+                .filter(|g| g.0.is_finite())
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((gain, at, v0, vk)) = best {
+                lines.push(format!(
+                    "    alignment with “{}” ({comparator}) gains most at layer {at}: {v0:+.3} → {vk:+.3} ({gain:+.3})",
+                    h.name
+                ));
+            }
+        }
+        lines
+    }
+
+    fn attention_change(
+        &self,
+        run: &ModelRun,
+        task: &crate::experiment::Task,
+        z: &str,
+        k: &str,
+    ) -> Vec<String> {
+        let t = &self.attention_ratio;
+        let log2 = column(t, "log2_ratio");
+        let mean_over_layers = |shots: &str| {
+            let values: Vec<f64> = rows(t, &[&run.name, &task.name, shots])
+                .filter(|r| r[4] == "mean")
+                .map(|r| value(r, log2))
+                .filter(|v| v.is_finite())
+                .collect();
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        };
+        match (mean_over_layers(z), mean_over_layers(k)) {
+            (Some(a), Some(b)) => vec![format!(
+                "    attention ratio relevant/distractor from the last token (geometric mean, averaged over layers and heads): {:.2} → {:.2}",
+                a.exp2(),
+                b.exp2()
+            )],
+            _ => Vec::new(),
+        }
+    }
+
+    fn best_probes(
+        &self,
+        run: &ModelRun,
+        task: &crate::experiment::Task,
+        z: &str,
+        k: &str,
+    ) -> Vec<String> {
+        let t = &self.probe;
+        let (layer, metric, v_col) = (column(t, "layer"), column(t, "metric"), column(t, "value"));
+        task.probes
+            .iter()
+            .filter_map(|p| {
+                let best = |shots: &str| {
+                    rows(t, &[&run.name, &task.name, shots])
+                        .filter(|r| r[4] == p.param)
+                        .max_by(|a, b| value_of(a, v_col).total_cmp(&value_of(b, v_col)))
+                        .map(|r| (r[layer].clone(), value_of(r, v_col), r[metric].clone()))
+                };
+                let ((l0, v0, m), (lk, vk, _)) = (best(z)?, best(k)?);
+                Some(format!(
+                    "    best {} probe of {}: {m} {v0:.2} at layer {l0} → {vk:.2} at layer {lk}",
+                    if p.numeric { "ridge" } else { "logistic" },
+                    p.param
+                ))
+            })
+            .collect()
+    }
+}
+
+fn value_of(row: &[String], index: usize) -> f64 {
+    let v = value(row, index);
+    if v.is_nan() {
+        f64::NEG_INFINITY
+    } else {
+        v
+    }
+}
