@@ -347,3 +347,182 @@ fn gpu_layers_without_a_gpu_build_is_a_clear_error() {
         "--features cuda",
     );
 }
+
+const SMALL_EXPERIMENT: &str = r#"
+name = "small"
+[capture]
+max_new_tokens = 4
+[analysis]
+permutations = 50
+bootstrap = 50
+cv_folds = 2
+
+[[tasks]]
+kind = "linear-regression"
+shots = 2
+instances_per_condition = 2
+slopes = [1, 2]
+intercepts = [3]
+
+[[tasks]]
+kind = "reading-comprehension"
+shots = 2
+instances_per_condition = 2
+names = ["Hannah", "Max", "Olivia"]
+activities = [
+  { phrase = "reading a book", keywords = ["read", "book"] },
+  { phrase = "cooking dinner", keywords = ["cook", "dinner"] },
+]
+"#;
+
+fn read_csv(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .expect("header")
+        .iter()
+        .map(String::from)
+        .collect();
+    let mut rows = vec![header];
+    rows.extend(
+        reader
+            .records()
+            .map(|r| r.expect("row").iter().map(String::from).collect()),
+    );
+    rows
+}
+
+#[test]
+fn report_writes_tidy_tables_that_are_identical_across_runs() {
+    let dir = scratch_dir("report");
+    let experiment = dir.join("small.toml");
+    std::fs::write(&experiment, SMALL_EXPERIMENT).expect("write experiment");
+    let run = |out: &str| {
+        let out = dir.join(out);
+        let args = [
+            "report",
+            "-q",
+            experiment.to_str().expect("utf-8"),
+            "--out",
+            out.to_str().expect("utf-8"),
+            "--save-embeddings",
+        ];
+        let result = engine(&args);
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        out.join("data")
+    };
+    let (a, b) = (run("a"), run("b"));
+    for name in [
+        "behavior",
+        "rsa_alignment",
+        "prompt_alignment",
+        "probe",
+        "attention_ratio",
+        "correlation",
+    ] {
+        let file = format!("{name}.csv");
+        let (x, y) = (
+            std::fs::read(a.join(&file)).expect("read"),
+            std::fs::read(b.join(&file)).expect("read"),
+        );
+        assert!(x == y, "{file} differs between two runs");
+    }
+    assert!(
+        std::fs::read(a.join("embeddings.safetensors")).expect("read")
+            == std::fs::read(b.join("embeddings.safetensors")).expect("read")
+    );
+
+    let rsa = read_csv(&a.join("rsa_alignment.csv"));
+    assert_eq!(
+        rsa[0],
+        [
+            "model",
+            "task",
+            "shots",
+            "layer",
+            "hypothesis",
+            "comparator",
+            "value",
+            "p_value",
+            "p_adjusted",
+            "ci_low",
+            "ci_high"
+        ]
+    );
+    // 2 states × 30 layers × (5 + 2 hypotheses) × 3 comparators.
+    assert_eq!(rsa.len() - 1, 2 * 30 * 7 * 3);
+    for row in &rsa[1..] {
+        let value: f64 = row[6].parse().unwrap_or(0.0);
+        assert!((-1.0..=1.0).contains(&value), "{row:?}");
+        // Empty where the alignment is undefined (a hypothesis that is
+        // constant here: one intercept only).
+        for p in [&row[7], &row[8]].into_iter().filter(|p| !p.is_empty()) {
+            let p: f64 = p.parse().expect("p-value");
+            assert!(p > 0.0 && p <= 1.0, "{row:?}");
+        }
+    }
+    let attention = read_csv(&a.join("attention_ratio.csv"));
+    assert!(
+        attention[1..]
+            .iter()
+            .all(|r| r[1] == "reading-comprehension"),
+        "only the story task has the two spans"
+    );
+    assert_eq!(
+        attention.len() - 1,
+        2 * 30 * 10,
+        "9 heads and their mean per layer and state"
+    );
+    let behavior = read_csv(&a.join("behavior.csv"));
+    assert!(behavior[1..]
+        .iter()
+        .any(|r| r[1] == "linear-regression" && r[3] == "all"));
+
+    // The embeddings: a safetensors header naming [layers, prompts, n_embd] per task and state.
+    let bytes = std::fs::read(a.join("embeddings.safetensors")).expect("read");
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + header_len]).expect("json header");
+    let model = "SmolLM2-135M-Instruct.Q4_1";
+    assert_eq!(
+        header[format!("{model}/linear-regression/k2/embeddings")]["shape"],
+        serde_json::json!([30, 4, 576])
+    );
+    assert_eq!(
+        header[format!("{model}/reading-comprehension/k0/prompt_ids")]["shape"],
+        serde_json::json!([4])
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn report_refuses_a_bad_experiment_before_loading_a_model() {
+    let dir = scratch_dir("bad-experiment");
+    let experiment = dir.join("bad.toml");
+    std::fs::write(
+        &experiment,
+        SMALL_EXPERIMENT.replace("cv_folds = 2", "cv_folds = 2\nfolds = 3"),
+    )
+    .expect("write");
+    let out = engine(&[
+        "report",
+        experiment.to_str().expect("utf-8"),
+        "--model",
+        "/no/such/model.gguf",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown field `folds`") && stderr.contains("line 9"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("model.gguf"),
+        "the experiment is checked first: {stderr}"
+    );
+}

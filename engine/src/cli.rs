@@ -199,6 +199,7 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
             || cause
                 .downcast_ref::<CaptureError>()
                 .is_some_and(CaptureError::is_bad_input)
+            || cause.downcast_ref::<crate::experiment::ConfigError>().is_some()
     });
     if bad_input {
         2
