@@ -38,6 +38,7 @@ pub struct ModelRun {
 /// Every result table of a study.
 #[derive(Debug, Clone, Default)]
 pub struct StudyResults {
+    pub prompts: Table,
     pub behavior: Table,
     pub rsa_alignment: Table,
     pub prompt_alignment: Table,
@@ -55,8 +56,9 @@ impl StudyResults {
         Ok(())
     }
 
-    pub fn tables(&self) -> [(&'static str, &Table); 6] {
+    pub fn tables(&self) -> [(&'static str, &Table); 7] {
         [
+            ("prompts", &self.prompts),
             ("behavior", &self.behavior),
             ("rsa_alignment", &self.rsa_alignment),
             ("prompt_alignment", &self.prompt_alignment),
@@ -101,7 +103,14 @@ pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResult
         .iter()
         .map(|r| (r.name.clone(), r.records.clone()))
         .collect();
+    let mut prompts = Table::default();
+    for run in runs {
+        let table = super::export::prompts_table(experiment, &run.name, &run.records);
+        prompts.header = table.header;
+        prompts.rows.extend(table.rows);
+    }
     let mut results = StudyResults {
+        prompts,
         behavior: behavior::behavior_table(experiment, &named),
         rsa_alignment: Table::new(&[
             "model",
