@@ -12,13 +12,19 @@ pub const DEFAULT_MODEL_SHA256: &str =
     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 /// The places the default model is looked for, in order: `$ENGINE_MODEL`,
-/// `./models/`, and the `models/` folder of the source checkout.
+/// `./models/`, the `models/` folder of the checkout the binary was built in
+/// (`target/release/engine` → `models/`), and of the source checkout.
 pub fn default_model_candidates() -> Vec<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(path) = std::env::var_os("ENGINE_MODEL") {
         candidates.push(PathBuf::from(path));
     }
     candidates.push(Path::new("models").join(DEFAULT_MODEL_FILE));
+    // `<checkout>/target/release/engine` → `<checkout>/models/`.
+    let exe = std::env::current_exe().ok();
+    if let Some(checkout) = exe.as_deref().and_then(|e| e.ancestors().nth(3)) {
+        candidates.push(checkout.join("models").join(DEFAULT_MODEL_FILE));
+    }
     candidates.push(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
