@@ -176,6 +176,19 @@ pub struct BenchArgs {
     /// Timed runs per measurement; the minimum is reported (the machine is noisy).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub repeats: usize,
+    /// Time the analyses instead, on synthetic embeddings of the size given
+    /// by --layers, --prompts, --dim and --permutations (default: Llama-2 70B
+    /// on a full run).
+    #[arg(long)]
+    pub analyses: bool,
+    #[arg(long, value_name = "N", default_value_t = 80, requires = "analyses")]
+    pub layers: usize,
+    #[arg(long, value_name = "N", default_value_t = 400, requires = "analyses")]
+    pub prompts: usize,
+    #[arg(long, value_name = "N", default_value_t = 8192, requires = "analyses")]
+    pub dim: usize,
+    #[arg(long, value_name = "N", default_value_t = 1000, requires = "analyses")]
+    pub permutations: usize,
 }
 
 /// A problem with what the user asked for (exit code 2), outside the capture.
@@ -199,7 +212,9 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
             || cause
                 .downcast_ref::<CaptureError>()
                 .is_some_and(CaptureError::is_bad_input)
-            || cause.downcast_ref::<crate::experiment::ConfigError>().is_some()
+            || cause
+                .downcast_ref::<crate::experiment::ConfigError>()
+                .is_some()
     });
     if bad_input {
         2

@@ -29,6 +29,9 @@ const BENCH_TEXT: &str =
     In the morning the market opens early and the baker sells fresh bread to the neighbours. ";
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.analyses {
+        return run_analyses(args);
+    }
     if args.tokens.is_empty() || args.tokens.contains(&0) || args.repeats == 0 {
         return Err(
             BadInput("--tokens needs positive lengths and --repeats at least 1".into()).into(),
@@ -134,6 +137,55 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "peak resident memory: {:.0} MB after the bare and reduced runs, {:.0} MB after the full runs",
         peak_light as f64 / 1e6,
         peak_full as f64 / 1e6
+    )?;
+    Ok(())
+}
+
+/// The analyses at a given scale on synthetic embeddings with planted
+/// structure (see `analysis::bench`).
+fn run_analyses(args: &BenchArgs) -> anyhow::Result<()> {
+    say!(
+        "analyses on synthetic embeddings: {} layers × {} prompts × {} features, {} permutations, {} threads",
+        args.layers,
+        args.prompts,
+        args.dim,
+        args.permutations,
+        rayon::current_num_threads()
+    )?;
+    let report = crate::analysis::bench::synthetic_benchmark(
+        args.layers,
+        args.prompts,
+        args.dim,
+        args.permutations,
+        7,
+    )?;
+    let s = &report.seconds;
+    for (stage, seconds) in [
+        ("generate embeddings", s.generate_embeddings),
+        ("similarity matrices", s.similarity),
+        ("alignment (2 hypotheses)", s.alignment),
+        ("permutation p-values", s.permutation_test),
+        ("Benjamini–Hochberg", s.benjamini_hochberg),
+        (
+            &format!("bootstrap intervals ({} samples)", report.bootstrap_samples),
+            s.bootstrap,
+        ),
+        ("ridge probe, nested CV", s.ridge_probe),
+        ("total", s.total),
+    ] {
+        say!("  {stage:<34} {seconds:>8.2} s")?;
+    }
+    say!(
+        "peak resident memory: {:.0} MB",
+        peak_rss_bytes() as f64 / 1e6
+    )?;
+    let f = &report.findings;
+    say!(
+        "planted structure recovered: activity alignment {:.3} (first layer) → {:.3} (last), slope {:.3} → {:.3}",
+        f.activity_alignment_first_last.0,
+        f.activity_alignment_first_last.1,
+        f.slope_alignment_first_last.0,
+        f.slope_alignment_first_last.1
     )?;
     Ok(())
 }
