@@ -26,7 +26,8 @@ use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt;
 use faer::linalg::evd::{self, ComputeEigenvectors};
-use faer::{Mat, Par};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, Par};
 
 use super::{AnalysisError, SquareMatrix};
 
@@ -47,12 +48,10 @@ pub(crate) struct FoldKernel {
 /// Explicit features of a split in the training span (see module docs).
 #[derive(Debug)]
 pub(crate) struct FoldFeatures {
-    /// Number of feature columns kept.
-    pub rank: usize,
-    /// `m × rank`, row-major.
-    pub train: Vec<f64>,
-    /// `t × rank`, row-major.
-    pub test: Vec<f64>,
+    /// `m × rank`.
+    pub train: Mat<f64>,
+    /// `t × rank`.
+    pub test: Mat<f64>,
 }
 
 impl FoldKernel {
@@ -133,23 +132,24 @@ impl FoldKernel {
         let kept: Vec<usize> = (0..m)
             .filter(|&j| values[j] > EIGEN_CUTOFF * largest)
             .collect();
-        let rank = kept.len();
-        let mut train = vec![0.0; m * rank];
-        for i in 0..m {
-            for (c, &j) in kept.iter().enumerate() {
-                train[i * rank + c] = vectors[(i, j)] * values[j].sqrt();
-            }
-        }
-        let t = self.cross.nrows();
-        let mut test = vec![0.0; t * rank];
+        let kept_vectors = Mat::from_fn(m, kept.len(), |i, c| vectors[(i, kept[c])]);
+        let train = Mat::from_fn(m, kept.len(), |i, c| {
+            kept_vectors[(i, c)] * values[kept[c]].sqrt()
+        });
+        let mut test = Mat::<f64>::zeros(self.cross.nrows(), kept.len());
+        matmul(
+            test.as_mut(),
+            Accum::Replace,
+            self.cross.as_ref(),
+            kept_vectors.as_ref(),
+            1.0,
+            Par::Seq,
+        );
         for (c, &j) in kept.iter().enumerate() {
             let scale = 1.0 / values[j].sqrt();
-            for i in 0..t {
-                let projection: f64 = (0..m).map(|u| self.cross[(i, u)] * vectors[(u, j)]).sum();
-                test[i * rank + c] = projection * scale;
-            }
+            test.col_mut(c).iter_mut().for_each(|x| *x *= scale);
         }
-        Ok(FoldFeatures { rank, train, test })
+        Ok(FoldFeatures { train, test })
     }
 }
 
@@ -165,23 +165,19 @@ mod tests {
         let g = gram_of_rows(&x, 6, 3);
         let kernel = FoldKernel::new(&g, &[0, 2, 3, 5], &[1, 4]);
         let features = kernel.eigen_features().expect("finite kernel");
-        let r = features.rank;
-        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+        let r = features.train.ncols();
+        let dot = |a: faer::RowRef<'_, f64>, b: faer::RowRef<'_, f64>| {
+            (0..r).map(|c| a[c] * b[c]).sum::<f64>()
+        };
         for i in 0..4 {
             for t in 0..4 {
-                let f = dot(
-                    &features.train[i * r..(i + 1) * r],
-                    &features.train[t * r..(t + 1) * r],
-                );
+                let f = dot(features.train.row(i), features.train.row(t));
                 assert!((f - kernel.train[(i, t)]).abs() < 1e-9);
             }
             for a in 0..2 {
                 // With 4 training rows the span is 3-dimensional, the whole
                 // space, so test features reproduce the cross-kernel.
-                let f = dot(
-                    &features.test[a * r..(a + 1) * r],
-                    &features.train[i * r..(i + 1) * r],
-                );
+                let f = dot(features.test.row(a), features.train.row(i));
                 assert!((f - kernel.cross[(a, i)]).abs() < 1e-9);
             }
         }

@@ -294,15 +294,9 @@ fn logistic_fit_predict(
     let mut out = vec![Vec::new(); cs.len()];
     let mut previous = None;
     for index in order {
-        let problem = Problem {
-            features: &features.train,
-            rank: features.rank,
-            labels: &compact,
-            classes: present.len(),
-            c: cs[index],
-        };
+        let problem = Problem::new(features.train.as_ref(), &compact, present.len(), cs[index]);
         let fit = problem.fit(previous.as_ref());
-        out[index] = expand(&fit.probabilities(&features.test, test.len(), features.rank));
+        out[index] = expand(&fit.probabilities(features.test.as_ref()));
         previous = Some(fit);
     }
     Ok(out)
