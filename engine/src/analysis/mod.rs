@@ -33,6 +33,7 @@ pub mod resample;
 pub mod rsa;
 pub mod rsa_bootstrap;
 pub mod rsa_permutation;
+mod sorted_pairs;
 pub mod stats;
 
 pub use matrix::{pair_count, Embeddings, SquareMatrix};

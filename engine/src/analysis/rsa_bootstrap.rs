@@ -8,8 +8,9 @@
 //! `(a, b)` therefore enters with multiplicity `c_a c_b`, where `c_a` counts
 //! the draws of `a`'s group; Spearman and Pearson are computed as weighted
 //! coefficients over the `P` original pairs (ranks of the expanded sample
-//! from S's and H's sorted orders, computed once), in O(P) per draw. Kendall
-//! expands the sample explicitly. The interval is the percentile interval
+//! from S's and H's sorted orders, computed once), in O(P) per draw; Kendall
+//! τ-a likewise in O(P log L) for L distinct H values (see the
+//! sorted-pairs module). The interval is the percentile interval
 //! (numpy "linear") of the finite bootstrap alignments. A draw whose
 //! alignment is undefined (e.g. all drawn prompts share one label, so H is
 //! constant) is NaN and left out of the interval.
@@ -20,7 +21,8 @@ use rayon::prelude::*;
 
 use super::resample::SeededRng;
 use super::rsa::{check_pair, Comparator};
-use super::stats::{kendall_tau_a, percentile_interval, weighted_pearson};
+use super::sorted_pairs::{hypothesis_levels, SortedPairs};
+use super::stats::{percentile_interval, weighted_pearson};
 use super::{AnalysisError, SquareMatrix};
 
 /// Bootstrap percentile interval (`level`, e.g. 0.95) of the alignment of
@@ -110,18 +112,13 @@ pub fn bootstrap_alignments(
 /// (ties in any order) so that every per-draw pass reads memory
 /// sequentially; shared by all draws.
 struct PairTable {
-    /// The pair's two prompts.
-    first: Vec<u32>,
-    second: Vec<u32>,
-    /// S and H values of the pair.
-    s: Vec<f64>,
+    pairs: SortedPairs,
+    /// H value of each sorted pair.
     h: Vec<f64>,
-    /// Runs of two or more pairs with equal S values: (first pair, length).
-    s_ties: Vec<(u32, u32)>,
-    /// Index of the pair's H value among H's distinct values, ascending.
-    h_run: Vec<u32>,
+    /// Level (index among H's distinct values, ascending) of each sorted pair.
+    h_level: Vec<u32>,
     /// Number of distinct H values.
-    h_runs: usize,
+    h_levels: usize,
 }
 
 /// Per-thread buffers of one draw.
@@ -146,45 +143,20 @@ impl Scratch {
 
 impl PairTable {
     fn new(s: &SquareMatrix, h: &SquareMatrix) -> Self {
-        let n = s.n() as u32;
-        let (s_all, h_all) = (s.upper_triangle(), h.upper_triangle());
-        let mut order: Vec<usize> = (0..s_all.len()).collect();
-        order.sort_unstable_by(|&a, &b| s_all[a].total_cmp(&s_all[b]));
-        let prompts: Vec<(u32, u32)> = (0..n)
-            .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
-            .collect();
-        let s: Vec<f64> = order.iter().map(|&p| s_all[p]).collect();
-        let h: Vec<f64> = order.iter().map(|&p| h_all[p]).collect();
-        let mut s_ties = Vec::new();
-        let mut start = 0;
-        for k in 1..=s.len() {
-            if k == s.len() || s[k] != s[start] {
-                if k - start > 1 {
-                    s_ties.push((start as u32, (k - start) as u32));
-                }
-                start = k;
-            }
-        }
-        let mut distinct = h_all;
-        distinct.sort_unstable_by(f64::total_cmp);
-        distinct.dedup();
-        let h_run = h
-            .iter()
-            .map(|v| distinct.partition_point(|d| d < v) as u32)
-            .collect();
+        let pairs = SortedPairs::new(s);
+        let (levels, h_levels) = hypothesis_levels(h);
+        let n = h.n();
+        let at = |k: usize| (pairs.first[k] as usize) * n + pairs.second[k] as usize;
         PairTable {
-            first: order.iter().map(|&p| prompts[p].0).collect(),
-            second: order.iter().map(|&p| prompts[p].1).collect(),
-            s,
-            h,
-            s_ties,
-            h_run,
-            h_runs: distinct.len(),
+            h: (0..pairs.len()).map(|k| h.data()[at(k)]).collect(),
+            h_level: (0..pairs.len()).map(|k| levels[at(k)]).collect(),
+            h_levels,
+            pairs,
         }
     }
 
     fn len(&self) -> usize {
-        self.s.len()
+        self.pairs.len()
     }
 
     /// The comparator over the sample in which each pair `(a, b)` appears
@@ -195,22 +167,19 @@ impl PairTable {
             weights,
             centred_s,
         } = scratch;
-        for ((w, &a), &b) in weights.iter_mut().zip(&self.first).zip(&self.second) {
+        let prompts = self.pairs.first.iter().zip(&self.pairs.second);
+        for (w, (&a, &b)) in weights.iter_mut().zip(prompts) {
             *w = counts[a as usize] * counts[b as usize];
         }
         match comparator {
             Comparator::Spearman => self.weighted_spearman(weights, centred_s),
             Comparator::Pearson => {
                 let w: Vec<f64> = weights.iter().map(|&w| f64::from(w)).collect();
-                weighted_pearson(&self.s, &self.h, &w)
+                weighted_pearson(&self.pairs.s, &self.h, &w)
             }
             Comparator::KendallTauA => {
-                let (mut xs, mut ys) = (Vec::new(), Vec::new());
-                for ((&w, &x), &y) in weights.iter().zip(&self.s).zip(&self.h) {
-                    xs.extend(std::iter::repeat_n(x, w as usize));
-                    ys.extend(std::iter::repeat_n(y, w as usize));
-                }
-                kendall_tau_a(&xs, &ys)
+                self.pairs
+                    .kendall_tau_a(&self.h_level, self.h_levels, Some(weights))
             }
         }
     }
@@ -222,8 +191,8 @@ impl PairTable {
     /// `M + 1` (`M = Σ w`) for S and H alike. The weighted Pearson sums run
     /// in four independent lanes (no floating-point dependency chain).
     fn weighted_spearman(&self, weights: &[u32], centred_s: &mut [f64]) -> f64 {
-        let mut h_weight = vec![[0u64; 4]; self.h_runs];
-        let (runs, ws) = (self.h_run.chunks_exact(4), weights.chunks_exact(4));
+        let mut h_weight = vec![[0u64; 4]; self.h_levels];
+        let (runs, ws) = (self.h_level.chunks_exact(4), weights.chunks_exact(4));
         for (&run, &w) in runs.remainder().iter().zip(ws.remainder()) {
             h_weight[run as usize][0] += u64::from(w);
         }
@@ -252,7 +221,7 @@ impl PairTable {
             *x = (2 * below + w + 1) as f64 - centre;
             below += w;
         }
-        for &(start, len) in &self.s_ties {
+        for &(start, len) in &self.pairs.ties {
             let run = start as usize..(start + len) as usize;
             let twice_below = centred_s[run.start] + centre - f64::from(weights[run.start]) - 1.0;
             let run_weight: f64 = weights[run.clone()].iter().map(|&w| f64::from(w)).sum();
@@ -268,7 +237,7 @@ impl PairTable {
         let (xs, ws, runs) = (
             centred_s.chunks_exact(4),
             weights.chunks_exact(4),
-            self.h_run.chunks_exact(4),
+            self.h_level.chunks_exact(4),
         );
         let tail = xs
             .remainder()
