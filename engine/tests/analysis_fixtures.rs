@@ -123,7 +123,8 @@ fn average_ranks_match_scipy_rankdata() {
 fn pearson_and_spearman_match_scipy_with_their_p_values() {
     let f = fixture("stats");
     let (x, y) = (numbers(&f["x"]), numbers(&f["y"]));
-    let coefficients: [(fn(&[f64], &[f64]) -> f64, &str, &str); 2] = [
+    type Coefficient = fn(&[f64], &[f64]) -> f64;
+    let coefficients: [(Coefficient, &str, &str); 2] = [
         (pearson, "pearson_r", "pearson_p"),
         (spearman, "spearman_rho", "spearman_p"),
     ];
