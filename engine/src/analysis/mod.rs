@@ -15,6 +15,10 @@
 //! | [`correlation`] | 5 | behaviour change ↔ representation change, per layer |
 //! | [`bench`] | — | a synthetic, timed run of the RSA and probe pipeline |
 //!
+//! Internal: `matrix` (the two array types), `kernel` (training-fold kernels
+//! from a Gram matrix), `logistic` (the L-BFGS solver), `sorted_pairs` (S's
+//! pairs sorted once, for Kendall τ-a and the bootstrap).
+//!
 //! Shapes: embeddings are `f32`, row-major `n_prompts × dim` ([`Embeddings`]);
 //! similarity and hypothesis matrices are `n × n` `f64` ([`SquareMatrix`]).
 //! Everything accumulates in `f64`. Randomness comes only from ChaCha8 seeded

@@ -25,6 +25,11 @@
 //! Cross-validation is grouped by target instance and nested (see
 //! [`super::crossval`]). Useful `α` and `C` scale with `dim`: `‖z_i‖² ≈ dim`.
 //!
+//! Cost, measured on this project's 2-core machine for `n = 400` prompts,
+//! 5 folds (one eigendecomposition or Cholesky of a ~320-row kernel per fit):
+//! ridge over 4 `α` ≈ 0.1 s per layer; logistic with 6 classes over
+//! `C ∈ {0.01, 0.1, 1, 10}` ≈ 1.6 s per layer (`dim` does not matter).
+//!
 //! Probe confidence per prompt, for the behaviour correlation (analysis 5):
 //! for categories the out-of-fold probability of the true class
 //! ([`LogisticProbe::true_class_probability`]); for numbers
