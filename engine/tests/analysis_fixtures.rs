@@ -617,6 +617,25 @@ fn logistic_probe_decodes_a_planted_activity_and_not_an_unrelated_one() {
     );
 }
 
+#[test]
+fn a_class_absent_from_a_training_fold_gets_probability_zero_there() {
+    // Class 2 exists only in fold 0, so the model fitted without fold 0
+    // has never seen it.
+    let labels = [0, 1, 2, 2, 0, 1, 0, 1, 0, 1, 0, 1];
+    let folds = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2];
+    let data = planted_embeddings(&labels, 16, 1.0, 6);
+    let g =
+        standardized_gram(Embeddings::new(&data, 12, 16).expect("valid shape")).expect("finite");
+    let probabilities =
+        logistic_fold_probabilities(&g, &labels, 3, &folds, 0.1).expect("valid input");
+    for (row, fold) in probabilities.iter().zip(folds) {
+        assert_close(row.iter().sum(), 1.0, ARITHMETIC, "probabilities sum to 1");
+        if fold == 0 {
+            assert_eq!(row[2], 0.0);
+        }
+    }
+}
+
 /// Peak resident memory of this process in KiB (Linux `VmHWM`).
 fn peak_resident_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
