@@ -479,8 +479,14 @@ fn report_writes_tidy_tables_that_are_identical_across_runs() {
         "9 heads and their mean per layer and state"
     );
     let prompts = read_csv(&a.join("prompts.csv"));
-    assert_eq!(prompts.len() - 1, 16, "every prompt of the small experiment");
-    assert!(prompts[0].contains(&"generated".to_string()) && prompts[0].contains(&"prompt".to_string()));
+    assert_eq!(
+        prompts.len() - 1,
+        16,
+        "every prompt of the small experiment"
+    );
+    assert!(
+        prompts[0].contains(&"generated".to_string()) && prompts[0].contains(&"prompt".to_string())
+    );
     let behavior = read_csv(&a.join("behavior.csv"));
     assert!(behavior[1..]
         .iter()
