@@ -535,3 +535,73 @@ fn report_refuses_a_bad_experiment_before_loading_a_model() {
         "the experiment is checked first: {stderr}"
     );
 }
+
+#[test]
+fn report_refuses_a_prompt_longer_than_the_model_context_before_capturing() {
+    let dir = scratch_dir("long-prompt");
+    let experiment = dir.join("long.toml");
+    let long = "word ".repeat(9000);
+    let text = format!(
+        "name = \"long\"\n[[tasks]]\nkind = \"custom\"\nname = \"long\"\nshots = 0\n\
+         template = '''{{{{ target.text }}}}{{% filter segment(\"query\") %}} ok{{% endfilter %}}'''\n\
+         instances = [\n{}]\n",
+        ["a", "a", "b", "b"]
+            .iter()
+            .map(|c| format!("  {{ condition = \"{c}\", answer = \"x\", vars = {{ text = \"{long}\" }} }},\n"))
+            .collect::<String>()
+    );
+    std::fs::write(&experiment, text).expect("write");
+    let out = engine(&[
+        "report",
+        experiment.to_str().expect("utf-8"),
+        "--out",
+        dir.join("out").to_str().expect("utf-8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("prompt 0") && stderr.contains("8192"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("captured"),
+        "nothing was captured: {stderr}"
+    );
+}
+
+/// The study's design on the default model, end to end, as a user runs it.
+#[test]
+fn report_runs_the_paper_preset_end_to_end() {
+    let dir = scratch_dir("paper");
+    let out = dir.join("paper");
+    let result = engine(&["report", "-q", "--out", out.to_str().expect("utf-8")]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let data = out.join("data");
+    let rows = |name: &str| read_csv(&data.join(format!("{name}.csv"))).len() - 1;
+    assert_eq!(rows("prompts"), 2 * (9 * 4 + 6 * 4));
+    assert_eq!(rows("rsa_alignment"), (5 + 2) * 2 * 30 * 3);
+    assert_eq!(rows("probe"), (2 + 2) * 2 * 30);
+    assert_eq!(rows("attention_ratio"), 2 * 30 * 10);
+    assert_eq!(rows("correlation"), (5 + 2 + 2 + 1 + 2) * 30);
+    // Plausibility, not tuning: with four solved stories the model answers
+    // the reading-comprehension question more often than without.
+    let behavior = read_csv(&data.join("behavior.csv"));
+    let accuracy = |shots: &str| -> f64 {
+        let row = behavior
+            .iter()
+            .find(|r| r[1] == "reading-comprehension" && r[2] == shots && r[3] == "all")
+            .expect("overall row");
+        row[5].parse().expect("accuracy")
+    };
+    assert!(
+        accuracy("4") > accuracy("0"),
+        "k-shot {} vs 0-shot {}",
+        accuracy("4"),
+        accuracy("0")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

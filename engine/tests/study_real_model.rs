@@ -93,3 +93,47 @@ fn a_small_study_captures_every_prompt_once_with_its_segments() {
         "{reading_k_shot:?}"
     );
 }
+
+#[test]
+fn a_token_merged_across_a_segment_boundary_goes_where_its_text_starts() {
+    let path = engine::default_model::resolve(None).unwrap_or_else(|e| panic!("{e}"));
+    let model = Model::load(&ModelOptions {
+        path,
+        n_gpu_layers: 0,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = r#"
+name = "boundary"
+[[tasks]]
+kind = "custom"
+name = "boundary"
+shots = 0
+template = '''{% filter segment("head") %}Hel{% endfilter %}{% filter segment("tail") %}lo world{% endfilter %}'''
+instances = [
+  { condition = "a", answer = "x" }, { condition = "a", answer = "y" },
+  { condition = "b", answer = "x" }, { condition = "b", answer = "y" },
+]
+"#;
+    let experiment = Experiment::build(
+        ExperimentFile::parse(text, "boundary").expect("parse"),
+        "boundary",
+        Some(text),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tokenized = study::tokenize_all(&model, &experiment).expect("tokenize");
+    let prompt = &experiment.prompts[0];
+    let tokens = &tokenized.tokens[0];
+    assert_eq!(prompt.text, "Hello world");
+    // SmolLM2's BPE makes "Hello" one token across the "Hel" | "lo" boundary.
+    assert_eq!(
+        tokens
+            .iter()
+            .map(|&t| model.token_text(t))
+            .collect::<Vec<_>>(),
+        ["Hello", " world"]
+    );
+    let anchors = &tokenized.anchors[0];
+    let head = engine::experiment::spans::tokens_in(anchors, &prompt.segments["head"][0]);
+    let tail = engine::experiment::spans::tokens_in(anchors, &prompt.segments["tail"][0]);
+    assert_eq!((head, tail), (0..1, 1..2));
+}

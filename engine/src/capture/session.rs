@@ -54,6 +54,8 @@ pub enum CaptureError {
         n_ctx: usize,
         n_ctx_train: usize,
     },
+    #[error("{0}")]
+    ExperimentTooLong(String),
     #[error("could not tokenize the prompt: {0}")]
     Tokenize(String),
     #[error("the capture request does not fit the prompt: {0}")]

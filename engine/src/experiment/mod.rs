@@ -7,7 +7,6 @@
 
 pub mod config;
 pub mod prompts;
-mod rng;
 pub mod scoring;
 pub mod spans;
 pub mod tasks;

@@ -8,9 +8,9 @@ use std::ops::Range;
 use serde_json::json;
 
 use super::config::Demonstrations;
-use super::rng::SeededRng;
 use super::tasks::Task;
 use super::template;
+use crate::analysis::resample::named_rng;
 
 /// One prompt of the experiment.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -38,7 +38,7 @@ pub fn choose_demonstrations(task: &Task, seed: u64) -> Result<Vec<Vec<usize>>, 
     let mut chosen = Vec::with_capacity(task.instances.len());
     match task.demonstrations {
         Demonstrations::PerInstance => {
-            let mut rng = SeededRng::new(seed, &format!("demonstrations/{}", task.name));
+            let mut rng = named_rng(seed, &format!("demonstrations/{}", task.name));
             for target in &task.instances {
                 let mut pool: Vec<usize> = task
                     .instances
@@ -55,8 +55,7 @@ pub fn choose_demonstrations(task: &Task, seed: u64) -> Result<Vec<Vec<usize>>, 
         }
         Demonstrations::Fixed => {
             let mut order: Vec<usize> = (0..task.instances.len()).collect();
-            SeededRng::new(seed, &format!("fixed-demonstrations/{}", task.name))
-                .shuffle(&mut order);
+            named_rng(seed, &format!("fixed-demonstrations/{}", task.name)).shuffle(&mut order);
             for target in &task.instances {
                 let set: Vec<usize> = order
                     .iter()

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::config::{
     CustomFile, Demonstrations, LinearRegressionFile, ParamValue, ReadingComprehensionFile,
 };
-use super::rng::SeededRng;
+use crate::analysis::resample::named_rng;
 
 /// The built-in linear-regression template: points `x = 3, y = 11`, one per
 /// line, then the query `x = 7, y =`.
@@ -135,7 +135,7 @@ pub struct Task {
 }
 
 pub fn linear_regression(f: &LinearRegressionFile, seed: u64) -> Task {
-    let mut rng = SeededRng::new(seed, &format!("instances/{}", f.name));
+    let mut rng = named_rng(seed, &format!("instances/{}", f.name));
     let mut conditions = Vec::new();
     let mut instances = Vec::new();
     let xs: Vec<i64> = (f.x_min..=f.x_max).collect();
@@ -215,15 +215,15 @@ pub fn linear_regression(f: &LinearRegressionFile, seed: u64) -> Task {
 }
 
 pub fn reading_comprehension(f: &ReadingComprehensionFile, seed: u64) -> Task {
-    let mut rng = SeededRng::new(seed, &format!("instances/{}", f.name));
+    let mut rng = named_rng(seed, &format!("instances/{}", f.name));
     let mut instances = Vec::new();
     let conditions: Vec<String> = f.activities.iter().map(|a| a.phrase.clone()).collect();
     for (condition, activity) in f.activities.iter().enumerate() {
         for j in 0..f.instances_per_condition {
-            let asked = rng.below(f.names.len());
-            let other = (asked + 1 + rng.below(f.names.len() - 1)) % f.names.len();
+            let asked = rng.index(f.names.len());
+            let other = (asked + 1 + rng.index(f.names.len() - 1)) % f.names.len();
             let distractor_index =
-                (condition + 1 + rng.below(f.activities.len() - 1)) % f.activities.len();
+                (condition + 1 + rng.index(f.activities.len() - 1)) % f.activities.len();
             let distractor = &f.activities[distractor_index];
             let (name, other_name) = (&f.names[asked], &f.names[other]);
             let relevant = format!("{name} is {}.", activity.phrase);

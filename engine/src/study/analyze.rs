@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use rayon::prelude::*;
+
 use super::behavior::{self, improvement, state_records};
 use super::capture::PromptRecord;
 use super::export::{num, Table};
@@ -80,9 +82,7 @@ fn comparator(name: &str) -> Comparator {
 /// A stable 64-bit stream id for a named purpose (FNV-1a), so that the same
 /// permutations and folds serve every model and both ICL states.
 fn stream(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+    crate::analysis::resample::named_stream(name)
 }
 
 /// Per-target measures of one task and ICL state, `[layer][target]`, for the
@@ -208,15 +208,18 @@ fn analyze_state(
     };
 
     // One standardised Gram matrix per layer serves RSA and both probes.
-    let mut grams = Vec::with_capacity(run.layers.len());
-    let mut buffer = vec![0f32; n * dim];
-    for li in 0..run.layers.len() {
-        for (row, r) in records.iter().enumerate() {
-            buffer[row * dim..(row + 1) * dim]
-                .copy_from_slice(&r.embedding[li * dim..(li + 1) * dim]);
-        }
-        grams.push(standardized_gram(Embeddings::new(&buffer, n, dim)?)?);
-    }
+    // Layers run in parallel (each Gram product is single-threaded).
+    let grams = (0..run.layers.len())
+        .into_par_iter()
+        .map(|li| {
+            let mut buffer = vec![0f32; n * dim];
+            for (row, r) in records.iter().enumerate() {
+                buffer[row * dim..(row + 1) * dim]
+                    .copy_from_slice(&r.embedding[li * dim..(li + 1) * dim]);
+            }
+            standardized_gram(Embeddings::new(&buffer, n, dim)?)
+        })
+        .collect::<Result<Vec<_>, AnalysisError>>()?;
     let similarities: Vec<SquareMatrix> = grams.iter().map(cosine_from_gram).collect();
 
     let mut measures = StateMeasures::default();

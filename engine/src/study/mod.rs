@@ -21,29 +21,24 @@ pub fn context_for(
     base: ContextOptions,
 ) -> Result<ContextOptions, CaptureError> {
     let info = model.info();
-    let (longest, index) = tokenized
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.len(), i))
-        .max()
-        .unwrap_or((0, 0));
-    let needed = longest + experiment.file.capture.max_new_tokens;
-    if needed > info.n_ctx_train {
-        return Err(CaptureError::PromptTooLong {
-            tokens: longest,
-            n_ctx: info
-                .n_ctx_train
-                .saturating_sub(experiment.file.capture.max_new_tokens),
-            n_ctx_train: info.n_ctx_train,
-        })
-        .map_err(|e| CaptureError::BadRequest(format!("prompt {index}: {e}")));
+    let max_new = experiment.file.capture.max_new_tokens;
+    // The first of the longest prompts, so the message names a stable one.
+    let mut longest = (0, 0);
+    for (i, tokens) in tokenized.tokens.iter().enumerate() {
+        if tokens.len() > longest.0 {
+            longest = (tokens.len(), i);
+        }
     }
-    let n_ctx = (needed.div_ceil(256) * 256)
-        .min(info.n_ctx_train)
-        .max(needed);
-    Ok(ContextOptions {
-        n_ctx: n_ctx as u32,
-        ..base
-    })
+    let (tokens, index) = longest;
+    let needed = tokens + max_new;
+    if needed > info.n_ctx_train {
+        let prompt = &experiment.prompts[index];
+        return Err(CaptureError::ExperimentTooLong(format!(
+            "prompt {index} (task `{}`, {} shots) is {tokens} tokens; with {max_new} tokens for the answer it needs \
+             {needed}, more than the model's context of {}: use fewer shots or a shorter template",
+            experiment.tasks[prompt.task].name, prompt.shots, info.n_ctx_train
+        )));
+    }
+    let n_ctx = (needed.div_ceil(256) * 256).min(info.n_ctx_train).max(needed);
+    Ok(ContextOptions { n_ctx: n_ctx as u32, ..base })
 }
