@@ -39,6 +39,11 @@ pub fn context_for(
             experiment.tasks[prompt.task].name, prompt.shots, info.n_ctx_train
         )));
     }
-    let n_ctx = (needed.div_ceil(256) * 256).min(info.n_ctx_train).max(needed);
-    Ok(ContextOptions { n_ctx: n_ctx as u32, ..base })
+    let n_ctx = (needed.div_ceil(256) * 256)
+        .min(info.n_ctx_train)
+        .max(needed);
+    Ok(ContextOptions {
+        n_ctx: n_ctx as u32,
+        ..base
+    })
 }
