@@ -348,32 +348,8 @@ fn gpu_layers_without_a_gpu_build_is_a_clear_error() {
     );
 }
 
-const SMALL_EXPERIMENT: &str = r#"
-name = "small"
-[capture]
-max_new_tokens = 4
-[analysis]
-permutations = 50
-bootstrap = 50
-cv_folds = 2
-
-[[tasks]]
-kind = "linear-regression"
-shots = 2
-instances_per_condition = 2
-slopes = [1, 2]
-intercepts = [3]
-
-[[tasks]]
-kind = "reading-comprehension"
-shots = 2
-instances_per_condition = 2
-names = ["Hannah", "Max", "Olivia"]
-activities = [
-  { phrase = "reading a book", keywords = ["read", "book"] },
-  { phrase = "cooking dinner", keywords = ["cook", "dinner"] },
-]
-"#;
+/// Both tasks, two conditions each, few permutations: a fast end-to-end run.
+const SMALL_EXPERIMENT: &str = include_str!("fixtures/small-experiment.toml");
 
 fn read_csv(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -51,6 +51,16 @@ pub struct ModelArgs {
     /// `bash scripts/fetch-model.sh` (or the file named by $ENGINE_MODEL).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Context size in tokens (default: just enough for the prompt).
+    #[arg(long, value_name = "TOKENS")]
+    pub ctx_size: Option<u32>,
+}
+
+/// How llama.cpp runs: shared by every command that runs a model.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
     /// Layers to offload to the GPU (needs a build with `--features cuda`;
     /// -1 offloads all).
     #[arg(
@@ -63,9 +73,6 @@ pub struct ModelArgs {
     /// CPU threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Context size in tokens (default: just enough for the prompt).
-    #[arg(long, value_name = "TOKENS")]
-    pub ctx_size: Option<u32>,
     /// llama.cpp's fused flash-attention kernel. `off` is needed to read
     /// llama.cpp's own attention probabilities; with `on` or `auto` the engine
     /// recomputes them from the queries and keys.
@@ -73,11 +80,22 @@ pub struct ModelArgs {
     pub flash_attn: FlashAttention,
 }
 
+impl RuntimeArgs {
+    /// Context options with these settings and everything else default.
+    pub fn context_options(&self) -> ContextOptions {
+        ContextOptions {
+            threads: self.threads.unwrap_or(0),
+            flash_attention: self.flash_attn,
+            ..ContextOptions::default()
+        }
+    }
+}
+
 impl ModelArgs {
     pub fn model_options(&self) -> Result<ModelOptions, CaptureError> {
         Ok(ModelOptions {
             path: crate::default_model::resolve(self.model.as_deref())?,
-            n_gpu_layers: self.n_gpu_layers,
+            n_gpu_layers: self.runtime.n_gpu_layers,
         })
     }
 
@@ -92,9 +110,7 @@ impl ModelArgs {
             .unwrap_or_else(|| auto.min(n_ctx_train.max(1)).max(longest.min(n_ctx_train)) as u32);
         ContextOptions {
             n_ctx,
-            threads: self.threads.unwrap_or(0),
-            flash_attention: self.flash_attn,
-            ..ContextOptions::default()
+            ..self.runtime.context_options()
         }
     }
 }
@@ -149,21 +165,8 @@ pub struct ReportArgs {
     /// Also write the pooled per-layer embeddings (safetensors) for your own analyses.
     #[arg(long)]
     pub save_embeddings: bool,
-    /// Layers to offload to the GPU (needs a build with `--features cuda`).
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    pub n_gpu_layers: i32,
-    /// CPU threads (default: all cores).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
-    /// llama.cpp's flash-attention kernel; attention is recomputed from the
-    /// queries and keys unless it is `off`.
-    #[arg(long, value_enum, default_value_t = FlashAttention::Auto)]
-    pub flash_attn: FlashAttention,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Debug, Args)]

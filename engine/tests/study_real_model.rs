@@ -5,28 +5,8 @@ use engine::capture::{ContextOptions, Model, ModelOptions, Session};
 use engine::experiment::{Experiment, ExperimentFile};
 use engine::study;
 
-const SMALL: &str = r#"
-name = "small"
-[capture]
-max_new_tokens = 4
-
-[[tasks]]
-kind = "linear-regression"
-shots = 2
-instances_per_condition = 2
-slopes = [1, 2]
-intercepts = [3]
-
-[[tasks]]
-kind = "reading-comprehension"
-shots = 2
-instances_per_condition = 2
-names = ["Hannah", "Max", "Olivia"]
-activities = [
-  { phrase = "reading a book", keywords = ["read", "book"] },
-  { phrase = "cooking dinner", keywords = ["cook", "dinner"] },
-]
-"#;
+/// Both tasks, two conditions each (shared with the CLI tests).
+const SMALL: &str = include_str!("../../tests/fixtures/small-experiment.toml");
 
 #[test]
 fn a_small_study_captures_every_prompt_once_with_its_segments() {

@@ -21,7 +21,7 @@ pub(crate) fn run(args: &CaptureArgs, quiet: bool) -> anyhow::Result<()> {
     let tokens = model.tokenize(&prompt, args.parse_special)?;
     let info = model.info().clone();
     let mut context = args.model.context_options(tokens.len(), info.n_ctx_train);
-    if args.attention && args.model.flash_attn == FlashAttention::Auto {
+    if args.attention && args.model.runtime.flash_attn == FlashAttention::Auto {
         // The materialized path is llama.cpp's own softmax: the reference.
         context.flash_attention = FlashAttention::Off;
         context.attention_path = Some(AttentionPath::Materialized);

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::capture::{ContextOptions, Model, ModelOptions, Session};
+use crate::capture::{Model, ModelOptions, Session};
 use crate::cli::{BadInput, ReportArgs};
 use crate::commands::say;
 use crate::experiment::Experiment;
@@ -35,16 +35,12 @@ pub(crate) fn run(args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
     for path in &model_paths {
         let model = Model::load(&ModelOptions {
             path: path.clone(),
-            n_gpu_layers: args.n_gpu_layers,
+            n_gpu_layers: args.runtime.n_gpu_layers,
         })?;
         let info = model.info().clone();
         let layers = experiment.layers(info.n_layer)?;
         let tokenized = study::tokenize_all(&model, &experiment)?;
-        let base = ContextOptions {
-            threads: args.threads.unwrap_or(0),
-            flash_attention: args.flash_attn,
-            ..ContextOptions::default()
-        };
+        let base = args.runtime.context_options();
         let options = study::context_for(&experiment, &tokenized, &model, base)?;
         let mut session = Session::new(&model, options)?;
         let name = unique_name(&runs, path);

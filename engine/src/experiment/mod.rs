@@ -490,9 +490,14 @@ fn custom_hypothesis(
                         .ok_or_else(|| bad(format!("does not list condition `{c}`")))
                 })
                 .collect::<Result<_, _>>()?;
-            for i in 0..n {
-                for j in 0..n {
-                    if matrix[i][j] != matrix[j][i] || !matrix[i][j].is_finite() {
+            for (i, row) in matrix.iter().enumerate() {
+                for (j, &value) in row.iter().enumerate() {
+                    if !value.is_finite() {
+                        return Err(bad(format!(
+                            "has a value that is not a finite number at ({i}, {j})"
+                        )));
+                    }
+                    if value != matrix[j][i] {
                         return Err(bad(format!(
                             "is not symmetric: entry ({i}, {j}) differs from ({j}, {i})"
                         )));
