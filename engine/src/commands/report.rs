@@ -75,19 +75,8 @@ pub(crate) fn run(args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
     }
     results.write(&data_dir)?;
     if args.save_embeddings {
-        let named: Vec<(String, Vec<study::PromptRecord>)> = runs
-            .iter()
-            .map(|r| (r.name.clone(), r.records.clone()))
-            .collect();
-        let dims: Vec<usize> = runs.iter().map(|r| r.info.n_embd).collect();
-        let layers = runs.first().map(|r| r.layers.clone()).unwrap_or_default();
-        study::export::write_embeddings(
-            &data_dir.join("embeddings.safetensors"),
-            &experiment,
-            &named,
-            &layers,
-            &dims,
-        )?;
+        let path = data_dir.join("embeddings.safetensors");
+        study::export::write_embeddings(&path, &experiment, &runs)?;
     }
     if !quiet {
         for line in results.summary(&experiment, &runs) {

@@ -99,10 +99,6 @@ struct StateMeasures {
 
 /// Runs every analysis on every model.
 pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResults, AnalysisError> {
-    let named: Vec<(String, Vec<PromptRecord>)> = runs
-        .iter()
-        .map(|r| (r.name.clone(), r.records.clone()))
-        .collect();
     let mut prompts = Table::default();
     for run in runs {
         let table = super::export::prompts_table(experiment, &run.name, &run.records);
@@ -111,7 +107,7 @@ pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResult
     }
     let mut results = StudyResults {
         prompts,
-        behavior: behavior::behavior_table(experiment, &named),
+        behavior: behavior::behavior_table(experiment, runs),
         rsa_alignment: Table::new(&[
             "model",
             "task",

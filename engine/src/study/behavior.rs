@@ -3,6 +3,7 @@
 //! improvement from 0-shot to k-shot (the behaviour side of the
 //! behaviour ↔ representation correlation).
 
+use super::analyze::ModelRun;
 use super::capture::PromptRecord;
 use super::export::{num, Table};
 use crate::experiment::{Experiment, Scoring};
@@ -83,7 +84,7 @@ pub fn improvement(experiment: &Experiment, records: &[PromptRecord], task: usiz
 
 /// `behavior.csv`: one row per model, task, ICL state and condition (and
 /// `all` for the whole task).
-pub fn behavior_table(experiment: &Experiment, models: &[(String, Vec<PromptRecord>)]) -> Table {
+pub fn behavior_table(experiment: &Experiment, runs: &[ModelRun]) -> Table {
     let mut table = Table::new(&[
         "model",
         "task",
@@ -95,7 +96,12 @@ pub fn behavior_table(experiment: &Experiment, models: &[(String, Vec<PromptReco
         "median_error",
         "unparseable_rate",
     ]);
-    for (model, records) in models {
+    for ModelRun {
+        name: model,
+        records,
+        ..
+    } in runs
+    {
         for (t, task) in experiment.tasks.iter().enumerate() {
             for shots in [0, task.shots] {
                 let state = state_records(experiment, records, t, shots);

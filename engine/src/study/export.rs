@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use super::analyze::ModelRun;
 use super::capture::PromptRecord;
 use crate::atomic::write_atomically;
 use crate::experiment::Experiment;
@@ -110,13 +111,19 @@ pub fn prompts_table(experiment: &Experiment, model: &str, records: &[PromptReco
 pub fn write_embeddings(
     path: &Path,
     experiment: &Experiment,
-    models: &[(String, Vec<PromptRecord>)],
-    layers: &[usize],
-    n_embd: &[usize],
+    runs: &[ModelRun],
 ) -> anyhow::Result<()> {
     use safetensors::tensor::{Dtype, TensorView};
     let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for ((model, records), &dim) in models.iter().zip(n_embd) {
+    for ModelRun {
+        name: model,
+        info,
+        layers,
+        records,
+        ..
+    } in runs
+    {
+        let dim = info.n_embd;
         let layer_bytes: Vec<u8> = layers
             .iter()
             .flat_map(|&l| (l as i64).to_le_bytes())
@@ -129,13 +136,8 @@ pub fn write_embeddings(
         ));
         for (t, task) in experiment.tasks.iter().enumerate() {
             for shots in [0, task.shots] {
-                let chosen: Vec<&PromptRecord> = records
-                    .iter()
-                    .filter(|r| {
-                        experiment.prompts[r.prompt].task == t
-                            && experiment.prompts[r.prompt].shots == shots
-                    })
-                    .collect();
+                // Target order, the same rows the analyses use.
+                let chosen = super::behavior::state_records(experiment, records, t, shots);
                 let mut data = Vec::with_capacity(layers.len() * chosen.len() * dim * 4);
                 for li in 0..layers.len() {
                     for r in &chosen {
