@@ -36,9 +36,14 @@ pub enum Command {
     /// attention) as a NumPy .npz file; prints the most likely next tokens.
     Capture(CaptureArgs),
     /// Run an experiment (default: the `paper` preset, both tasks of the
-    /// study) on one or more models: capture, score, analyse, and write the
-    /// results as tidy CSV files.
+    /// study) on one or more models: capture, score, analyse, and publish a
+    /// report (HTML with static figures, CSV tables, the data bundle and an
+    /// interactive viewer) plus the site index of every report.
     Report(ReportArgs),
+    /// Print a report bundle's summary: models, tasks, arrays and sizes.
+    Inspect(InspectArgs),
+    /// Write the index page over every report in a folder (default: reports/).
+    Site(SiteArgs),
     /// Time a bare forward pass against the reduced and the full capture on
     /// prompts of given lengths, and print the ratios and peak memory.
     Bench(BenchArgs),
@@ -165,8 +170,34 @@ pub struct ReportArgs {
     /// Also write the pooled per-layer embeddings (safetensors) for your own analyses.
     #[arg(long)]
     pub save_embeddings: bool,
+    /// Also write one self-contained HTML file (viewer and data inlined)
+    /// that works opened straight from disk: for attaching to a paper or a
+    /// review.
+    #[arg(long)]
+    pub single_file: bool,
+    /// A folder of templates (report.html, site.html, style.css, report.js)
+    /// replacing the built-in ones file by file.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A report's `bundle.safetensors.zst` (or the report folder holding it).
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SiteArgs {
+    /// The folder holding the reports, one subfolder each.
+    #[arg(value_name = "DIR", default_value = "reports")]
+    pub root: PathBuf,
+    /// A folder of templates replacing the built-in ones file by file.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +236,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Capture(args) => commands::capture::run(&args, cli.quiet),
         Command::Report(args) => commands::report::run(&args, cli.quiet),
         Command::Bench(args) => commands::bench::run(&args),
+        Command::Inspect(args) => commands::inspect::run(&args),
+        Command::Site(args) => commands::site::run(&args, cli.quiet),
     }
 }
 

@@ -11,4 +11,5 @@ mod commands;
 pub mod default_model;
 pub mod experiment;
 pub mod npz;
+pub mod report;
 pub mod study;

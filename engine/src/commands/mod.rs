@@ -2,7 +2,9 @@
 
 pub(crate) mod bench;
 pub(crate) mod capture;
+pub(crate) mod inspect;
 pub(crate) mod report;
+pub(crate) mod site;
 
 use std::io::Write;
 

@@ -1,5 +1,5 @@
-//! `engine report`: an experiment on one or more models, from prompts to
-//! result tables.
+//! `engine report`: an experiment on one or more models, from prompts to a
+//! published report.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use crate::capture::{Model, ModelOptions, Session};
 use crate::cli::{BadInput, ReportArgs};
 use crate::commands::say;
 use crate::experiment::Experiment;
+use crate::report::{self, Provenance, RenderOptions};
 use crate::study::{self, ModelRun};
 
 pub(crate) fn run(args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
@@ -78,11 +79,52 @@ pub(crate) fn run(args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
         let path = data_dir.join("embeddings.safetensors");
         study::export::write_embeddings(&path, &experiment, &runs)?;
     }
+    let started = Instant::now();
+    let bundle = report::build_bundle(&experiment, &runs, &results, &Provenance::current())?;
+    let bundle_path = out.join(viewer::bundle::FILE_NAME);
+    let bundle_bytes = report::write_bundle(&bundle_path, &bundle)?;
+    let mut options = RenderOptions {
+        single_file: false,
+        templates: args.templates.clone(),
+    };
+    let page = report::render_report(&out, &bundle, &options)?;
+    let single = if args.single_file {
+        options.single_file = true;
+        Some(report::render_report(&out, &bundle, &options)?)
+    } else {
+        None
+    };
+    // The site index lives beside the report folders.
+    let site = match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(root) => Some(report::write_site(root, args.templates.as_deref())?.0),
+        None => None,
+    };
     if !quiet {
+        let _ = writeln!(
+            progress,
+            "rendering took {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         for line in results.summary(&experiment, &runs) {
             say!("{line}")?;
         }
         say!("wrote   {}", data_dir.display())?;
+        say!(
+            "wrote   {} ({:.1} MB)",
+            bundle_path.display(),
+            bundle_bytes as f64 / 1e6
+        )?;
+        say!("wrote   {} ({} figures)", page.page.display(), page.figures)?;
+        if let Some(single) = single {
+            say!(
+                "wrote   {} (single file, {:.1} MB)",
+                single.page.display(),
+                single.page_bytes as f64 / 1e6
+            )?;
+        }
+        if let Some(site) = site {
+            say!("wrote   {}", site.display())?;
+        }
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! The analyses themselves live in [`crate::analysis`]; this file only
 //! slices the captured records and names the results.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -25,6 +26,7 @@ use crate::analysis::{AnalysisError, Embeddings, SquareMatrix};
 use crate::capture::ModelInfo;
 use crate::experiment::config::ParamValue;
 use crate::experiment::{Experiment, Task};
+use viewer::bundle::{model_array, task_array, upper_len, Tensor};
 
 /// One model's captured run.
 #[derive(Debug, Clone)]
@@ -47,6 +49,21 @@ pub struct StudyResults {
     pub probe: Table,
     pub attention_ratio: Table,
     pub correlation: Table,
+    /// The same results as arrays, named and shaped as the report bundle
+    /// lays them out (see `docs/bundle.md`): what the figures are drawn from.
+    pub arrays: BTreeMap<String, Tensor>,
+    /// Per task: the representation measures correlated with behaviour, in
+    /// the order of the `correlation` and `measure_delta` arrays.
+    pub measures: BTreeMap<String, Vec<String>>,
+}
+
+impl StudyResults {
+    /// The array `name` of `shape`, created filled with NaN on first use.
+    fn array(&mut self, name: String, shape: &[usize]) -> &mut Tensor {
+        self.arrays
+            .entry(name)
+            .or_insert_with(|| Tensor::nan(shape))
+    }
 }
 
 impl StudyResults {
@@ -155,6 +172,8 @@ pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResult
             "log2_ratio_normalized",
             "ratio_normalized",
         ]),
+        arrays: BTreeMap::new(),
+        measures: BTreeMap::new(),
         correlation: Table::new(&[
             "model",
             "task",
@@ -169,6 +188,7 @@ pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResult
     };
     for run in runs {
         for (t, task) in experiment.tasks.iter().enumerate() {
+            behavior_arrays(experiment, run, t, &mut results);
             let zero = analyze_state(experiment, run, t, 0, &mut results)?;
             let k = analyze_state(experiment, run, t, task.shots, &mut results)?;
             correlate(experiment, run, t, &zero, &k, &mut results)?;
@@ -217,10 +237,30 @@ fn analyze_state(
         })
         .collect::<Result<Vec<_>, AnalysisError>>()?;
     let similarities: Vec<SquareMatrix> = grams.iter().map(cosine_from_gram).collect();
+    let state = usize::from(shots != 0);
+    let n_layers = run.layers.len();
+    let rsm = results.array(
+        model_array(&run.name, &task.name, "rsm"),
+        &[2, n_layers, upper_len(n)],
+    );
+    for (li, s) in similarities.iter().enumerate() {
+        let upper = s.upper_triangle();
+        for (slot, v) in rsm.lane_mut(&[state, li]).iter_mut().zip(&upper) {
+            *slot = *v as f32;
+        }
+    }
+    let n_hyp = task.hypotheses.len();
+    let n_comp = options.comparators.len();
 
     let mut measures = StateMeasures::default();
-    for hypothesis in &task.hypotheses {
+    for (hi, hypothesis) in task.hypotheses.iter().enumerate() {
         let h = SquareMatrix::new(n, hypothesis.matrix(&instances))?;
+        let shared = results.array(task_array(&task.name, "hypotheses"), &[n_hyp, n, n]);
+        for i in 0..n {
+            for (j, slot) in shared.lane_mut(&[hi, i]).iter_mut().enumerate() {
+                *slot = h.get(i, j) as f32;
+            }
+        }
         let seed = derive_seed(
             experiment.file.seed,
             stream(&format!("rsa/{}/{}", task.name, hypothesis.name)),
@@ -258,6 +298,16 @@ fn analyze_state(
                     num(high),
                 ]);
                 results.rsa_alignment.push(row);
+                let alignment = results.array(
+                    model_array(&run.name, &task.name, "alignment"),
+                    &[2, n_hyp, n_comp, n_layers, 5],
+                );
+                for (f, x) in [value, p_values[li], adjusted[li], low, high]
+                    .into_iter()
+                    .enumerate()
+                {
+                    alignment.set(&[state, hi, c, li, f], x);
+                }
             }
             if c == 0 {
                 let mut per_layer = Vec::with_capacity(similarities.len());
@@ -289,7 +339,8 @@ fn analyze_state(
         stream(&format!("probe/{}", task.name)),
     );
     let folds = options.cv_folds.min(groups.len());
-    for target in &task.probes {
+    let n_probes = task.probes.len();
+    for (pi, target) in task.probes.iter().enumerate() {
         let mut per_layer = Vec::with_capacity(grams.len());
         for (li, g) in grams.iter().enumerate() {
             let (metric, value, penalties, confidence) = if target.numeric {
@@ -338,6 +389,12 @@ fn analyze_state(
                 penalties,
             ]);
             results.probe.push(row);
+            results
+                .array(
+                    model_array(&run.name, &task.name, "probe"),
+                    &[2, n_probes, n_layers],
+                )
+                .set(&[state, pi, li], value);
             per_layer.push(confidence);
         }
         measures.probe.push((target.param.clone(), per_layer));
@@ -360,11 +417,30 @@ fn attention(
 ) -> Result<Vec<Vec<f64>>, AnalysisError> {
     let n_layers = run.layers.len();
     let n_head = run.info.n_head;
+    let n_targets = records.len();
+    let state = usize::from(shots != 0);
     let mut per_prompt = Vec::with_capacity(records.len());
-    for r in records {
+    for (t, r) in records.iter().enumerate() {
         let (Some(mass), Some((len_r, len_d))) = (&r.attention_mass, r.span_lengths) else {
             continue;
         };
+        let masses = results.array(
+            model_array(&run.name, &task.name, "attention_mass"),
+            &[2, n_layers, n_head, n_targets, 2],
+        );
+        for li in 0..n_layers {
+            for h in 0..n_head {
+                let lane = masses.lane_mut(&[state, li, h]);
+                lane[2 * t] = mass[(li * n_head + h) * 2];
+                lane[2 * t + 1] = mass[(li * n_head + h) * 2 + 1];
+            }
+        }
+        let spans = results.array(
+            model_array(&run.name, &task.name, "span_lengths"),
+            &[2, n_targets, 2],
+        );
+        spans.set(&[state, t, 0], len_r as f64);
+        spans.set(&[state, t, 1], len_d as f64);
         let at = |li: usize, h: usize, s: usize| f64::from(mass[(li * n_head + h) * 2 + s]);
         let relevant: Vec<Vec<f64>> = (0..n_layers)
             .map(|li| (0..n_head).map(|h| at(li, h, 0)).collect())
@@ -417,6 +493,12 @@ fn attention(
             if head == n_head {
                 head_mean_log[li] = per_prompt.iter().map(|p| log_of(p, false)).collect();
             }
+            let summary = results.array(
+                model_array(&run.name, &task.name, "attention_ratio"),
+                &[2, n_layers, n_head + 1, 2],
+            );
+            summary.set(&[state, li, head, 0], log_mean);
+            summary.set(&[state, li, head, 1], log_norm);
             let head_label = if head < n_head {
                 head.to_string()
             } else {
@@ -465,8 +547,47 @@ fn correlate(
     for ((name, a), (_, b)) in zero.probe.iter().zip(&k.probe) {
         measures.push((format!("probe confidence: {name}"), delta(a, b)));
     }
-    for (measure, per_layer) in measures {
+    let n_layers = run.layers.len();
+    let n_targets = delta_behavior.len();
+    let improvement = results.array(
+        model_array(&run.name, &task.name, "improvement"),
+        &[n_targets],
+    );
+    for (slot, v) in improvement.data.iter_mut().zip(&delta_behavior) {
+        *slot = *v as f32;
+    }
+    let names: Vec<String> = measures.iter().map(|(name, _)| name.clone()).collect();
+    let n_measures = names.len();
+    results.measures.insert(task.name.clone(), names);
+    for (mi, (measure, per_layer)) in measures.into_iter().enumerate() {
         let correlations = behavior_representation_correlation(&delta_behavior, &per_layer)?;
+        let deltas = results.array(
+            model_array(&run.name, &task.name, "measure_delta"),
+            &[n_measures, n_layers, n_targets],
+        );
+        for (li, values) in per_layer.iter().enumerate() {
+            for (slot, v) in deltas.lane_mut(&[mi, li]).iter_mut().zip(values) {
+                *slot = *v as f32;
+            }
+        }
+        let table = results.array(
+            model_array(&run.name, &task.name, "correlation"),
+            &[n_measures, n_layers, 5],
+        );
+        for (li, c) in correlations.iter().enumerate() {
+            for (f, x) in [
+                c.n as f64,
+                c.pearson_r,
+                c.pearson_p,
+                c.spearman_rho,
+                c.spearman_p,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                table.set(&[mi, li, f], x);
+            }
+        }
         for (li, c) in correlations.iter().enumerate() {
             results.correlation.push(vec![
                 run.name.clone(),
@@ -482,6 +603,24 @@ fn correlate(
         }
     }
     Ok(())
+}
+
+/// `behavior` `[state, target]`: absolute error (NaN when unparseable) for
+/// numeric tasks, 1 or 0 for correct or not otherwise.
+fn behavior_arrays(experiment: &Experiment, run: &ModelRun, t: usize, results: &mut StudyResults) {
+    let task = &experiment.tasks[t];
+    for (state, shots) in [0, task.shots].into_iter().enumerate() {
+        let records = state_records(experiment, &run.records, t, shots);
+        let n = records.len();
+        let behavior = results.array(model_array(&run.name, &task.name, "behavior"), &[2, n]);
+        for (target, r) in records.iter().enumerate() {
+            let value = match task.scoring {
+                crate::experiment::Scoring::Number => r.score.error.unwrap_or(f64::NAN),
+                crate::experiment::Scoring::Keywords => f64::from(u8::from(r.score.correct)),
+            };
+            behavior.set(&[state, target], value);
+        }
+    }
 }
 
 fn param_number(params: &std::collections::BTreeMap<String, ParamValue>, name: &str) -> f64 {

@@ -1,0 +1,434 @@
+//! The static report: `index.html` (minijinja), one SVG per figure in
+//! `figures/`, the bundle and the viewer's files beside it; or, in
+//! single-file mode, one self-contained HTML file.
+//!
+//! Figures are drawn from the bundle through [`viewer::view`], the same
+//! path the browser viewer takes, so the static page and the interactive
+//! one show the same numbers.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use viewer::bundle::Bundle;
+use viewer::figures::Figure;
+use viewer::view::{self, fmt_number, Derived, Selection, FIGURES};
+
+use super::templates::Templates;
+
+/// The compiled viewer (wasm-bindgen output of the `viewer` crate, built by
+/// `scripts/build-viewer.sh` and committed, so that building the engine
+/// needs no wasm toolchain).
+pub const VIEWER_WASM: &[u8] = include_bytes!("../../../viewer/pkg/viewer_bg.wasm");
+pub const VIEWER_JS: &str = include_str!("../../../viewer/pkg/viewer.js");
+
+/// How to write the report.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// One HTML file with the bundle and the viewer inlined.
+    pub single_file: bool,
+    /// A folder whose templates replace the built-in ones.
+    pub templates: Option<PathBuf>,
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// `index.html`, or the single file.
+    pub page: PathBuf,
+    pub page_bytes: u64,
+    pub figures: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Panel {
+    model: String,
+    task: String,
+    /// Inline SVG markup (drawn by plotters from escaped text).
+    svg: String,
+    file: String,
+    /// Key numbers, one sentence each.
+    numbers: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Section {
+    id: &'static str,
+    title: &'static str,
+    caption: &'static str,
+    panels: Vec<Panel>,
+}
+
+#[derive(Debug, Serialize)]
+struct ExamplePrompt {
+    task: String,
+    shots: usize,
+    text: String,
+}
+
+/// Figure titles and captions: what the figure shows and how to read it.
+fn section_text(id: &str) -> (&'static str, &'static str) {
+    match id {
+        "behavior" => (
+            "Behaviour before and after in-context learning",
+            "Each box shows one condition's targets without demonstrations (0-shot) and with k solved demonstrations (k-shot): the line is the median, the box the middle half, the whiskers 1.5 times that range, and every dot one target. For errors lower is better; for correctness higher is better.",
+        ),
+        "matrices" => (
+            "Hypothesis and representational similarity",
+            "Left, the hypothesis: which targets should be represented alike (rescaled to −1…1). Middle and right, the cosine similarity of the standardised embeddings of every pair of targets at one layer, without and with demonstrations. Lines separate conditions; when the model represents the hypothesis, blocks along the diagonal light up.",
+        ),
+        "alignment" => (
+            "Hypothesis alignment by layer",
+            "The rank correlation between each layer's similarity matrix and the hypothesis matrix, without and with demonstrations. The band is the bootstrap confidence interval over targets; filled markers are layers where the permutation test is significant after Benjamini–Hochberg correction (q < 0.05). The vertical rule marks the layer shown in the matrices.",
+        ),
+        "probe" => (
+            "Parameterised probing by layer",
+            "How well a linear probe decodes each condition parameter from the layer's embedding: cross-validated R² for numeric parameters (ridge), accuracy for categories (logistic), folds grouped by target so that a target's two prompts never sit on both sides of a split.",
+        ),
+        "attention_ratio" => (
+            "Attention to relevant vs distractor information",
+            "log2 of the attention the last prompt token pays to the relevant sentence divided by what it pays to the distractor, averaged over targets (0 = equal attention; +1 = twice as much on the relevant sentence). Demonstrations belong to neither span.",
+        ),
+        "attention_change" => (
+            "Change of the attention ratio per head",
+            "Each cell is one head of one layer: how much its log2 attention ratio changes with demonstrations (orange: more attention to the relevant sentence after ICL; blue: less). Grey cells are undefined.",
+        ),
+        "correlation" => (
+            "Behaviour improvement vs representation change",
+            "For each layer, the correlation across targets between how much the answer improves with demonstrations and how much a representation measure changes. Filled markers: p < 0.05 (uncorrected, two-sided).",
+        ),
+        "scatter" => (
+            "The targets behind the correlation",
+            "One dot per target at the layer shown: its change in the representation measure (x) against its behaviour improvement (y), coloured by condition, with the least-squares line.",
+        ),
+        _ => ("", ""),
+    }
+}
+
+/// The layer a static figure shows: where the headline hypothesis gains
+/// most alignment with demonstrations (the first layer when undefined).
+fn headline_layer(derived: &Derived) -> usize {
+    let gains = derived.alignment[1]
+        .iter()
+        .zip(&derived.alignment[0])
+        .map(|(k, z)| k - z)
+        .enumerate()
+        .filter(|(_, g)| g.is_finite());
+    gains
+        .fold(None, |best: Option<(usize, f64)>, (l, g)| match best {
+            Some((_, b)) if b >= g => best,
+            _ => Some((l, g)),
+        })
+        .map_or(0, |(l, _)| l)
+}
+
+fn figure_numbers(
+    id: &str,
+    figure: &Figure,
+    numbers: &view::Numbers,
+    derived: &Derived,
+) -> Vec<String> {
+    let shots = numbers.shots;
+    match (id, figure) {
+        ("behavior", _) => {
+            let (z, k) = (numbers.behavior_zero, numbers.behavior_k);
+            if numbers.behavior_metric == "correct" {
+                vec![format!(
+                    "Accuracy {:.0}% at 0-shot, {:.0}% at {shots}-shot ({} targets).",
+                    100.0 * z,
+                    100.0 * k,
+                    numbers.targets
+                )]
+            } else {
+                vec![format!(
+                    "Mean {} {} at 0-shot, {} at {shots}-shot ({} targets; unparseable answers left out).",
+                    numbers.behavior_metric,
+                    fmt_number(z),
+                    fmt_number(k),
+                    numbers.targets
+                )]
+            }
+        }
+        ("matrices", _) | ("alignment", _) => {
+            let mut lines = vec![format!(
+                "At layer {}, alignment with “{}” ({}) is {} at 0-shot and {} at {shots}-shot.",
+                numbers.layer,
+                numbers.hypothesis,
+                numbers.comparator,
+                fmt_number(numbers.alignment_zero),
+                fmt_number(numbers.alignment_k)
+            )];
+            if let (("alignment", Figure::Alignment(curves)), Some(_)) =
+                ((id, figure), &derived.alignment_stats)
+            {
+                let layers = derived.alignment[0].len();
+                let counts: Vec<String> = curves
+                    .series
+                    .iter()
+                    .map(|s| format!("{} of {layers} layers at {}", s.significant.len(), s.label))
+                    .collect();
+                lines.push(format!("Significant (q < 0.05): {}.", counts.join(", ")));
+            }
+            lines
+        }
+        ("probe", Figure::Probe(curves)) => curves
+            .series
+            .iter()
+            .filter_map(|s| {
+                s.points
+                    .iter()
+                    .filter(|p| p.1.is_finite())
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|&(x, y)| format!("{}: best {} at layer {x}.", s.label, fmt_number(y)))
+            })
+            .collect(),
+        ("attention_ratio", _) => vec![format!(
+            "At layer {}, {}: log2 ratio {} at 0-shot, {} at {shots}-shot (ratio {} → {}).",
+            numbers.layer,
+            numbers.head,
+            fmt_number(numbers.log2_ratio_zero),
+            fmt_number(numbers.log2_ratio_k),
+            fmt_number(numbers.log2_ratio_zero.exp2()),
+            fmt_number(numbers.log2_ratio_k.exp2())
+        )],
+        ("attention_change", Figure::AttentionChange(map)) => {
+            let best = map
+                .values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .max_by(|a, b| a.1.total_cmp(b.1));
+            match best {
+                Some((i, v)) if map.n_heads > 0 => vec![format!(
+                    "Largest increase: layer {}, head {} ({:+.3}).",
+                    map.layers.get(i / map.n_heads).copied().unwrap_or(0),
+                    i % map.n_heads,
+                    v
+                )],
+                _ => vec!["No head has a defined ratio.".to_string()],
+            }
+        }
+        ("correlation", Figure::Correlation(curves)) => {
+            let strongest = curves.series.first().and_then(|s| {
+                s.points
+                    .iter()
+                    .filter(|p| p.1.is_finite())
+                    .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            });
+            match strongest {
+                Some(&(layer, r)) => vec![format!(
+                    "Strongest Pearson correlation with the change in {}: r = {} at layer {layer}.",
+                    numbers.measure,
+                    fmt_number(r)
+                )],
+                None => vec![format!("No defined correlation for {}.", numbers.measure)],
+            }
+        }
+        ("scatter", Figure::Scatter(s)) => vec![format!("At layer {}: {}.", numbers.layer, s.note)],
+        _ => Vec::new(),
+    }
+}
+
+/// Renders every figure of every model × task of `bundle` and writes the
+/// report into `dir` (or the single file `dir/index.html` with everything
+/// inlined).
+pub fn render_report(
+    dir: &Path,
+    bundle: &Bundle,
+    options: &RenderOptions,
+) -> anyhow::Result<Rendered> {
+    let templates = Templates::load(options.templates.as_deref())?;
+    let manifest = &bundle.manifest;
+    let mut sections: Vec<Section> = FIGURES
+        .iter()
+        .map(|&id| {
+            let (title, caption) = section_text(id);
+            Section {
+                id,
+                title,
+                caption,
+                panels: Vec::new(),
+            }
+        })
+        .collect();
+    let figures_dir = dir.join("figures");
+    if !options.single_file {
+        std::fs::create_dir_all(&figures_dir)
+            .with_context(|| format!("cannot create `{}`", figures_dir.display()))?;
+    }
+    let mut figure_count = 0;
+    for (m, model) in manifest.models.iter().enumerate() {
+        for (t, task) in manifest.tasks.iter().enumerate() {
+            let base = Selection {
+                model: m,
+                task: t,
+                ..Selection::default()
+            };
+            let derived = Derived::for_selection(bundle, &base, None)?;
+            let selection = Selection {
+                layer: headline_layer(&derived),
+                ..base
+            };
+            let numbers = view::numbers(bundle, &derived, &selection)?;
+            for (id, figure) in view::figures(bundle, &derived, &selection)? {
+                let (width, height) = viewer::charts::figure_size(&figure);
+                let svg = viewer::charts::render_svg(&figure, width, height)
+                    .with_context(|| format!("cannot draw the {id} figure"))?;
+                let file = format!(
+                    "figures/{}-{}-{id}.svg",
+                    file_safe(&model.name),
+                    file_safe(&task.name)
+                );
+                if !options.single_file {
+                    crate::atomic::write_atomically(&dir.join(&file), |w| {
+                        std::io::Write::write_all(w, svg.as_bytes())
+                    })?;
+                }
+                let lines = figure_numbers(id, &figure, &numbers, &derived);
+                if let Some(section) = sections.iter_mut().find(|s| s.id == id) {
+                    section.panels.push(Panel {
+                        model: model.name.clone(),
+                        task: task.name.clone(),
+                        svg: strip_xml_declaration(&svg),
+                        file,
+                        numbers: lines,
+                    });
+                }
+                figure_count += 1;
+            }
+        }
+    }
+    sections.retain(|s| !s.panels.is_empty());
+
+    let examples: Vec<ExamplePrompt> = manifest
+        .tasks
+        .iter()
+        .enumerate()
+        .flat_map(|(t, task)| {
+            [0, task.shots].into_iter().filter_map(move |shots| {
+                manifest
+                    .prompts
+                    .iter()
+                    .find(|p| p.task == t && p.shots == shots)
+                    .map(|p| ExamplePrompt {
+                        task: task.name.clone(),
+                        shots,
+                        text: p.text.clone(),
+                    })
+            })
+        })
+        .collect();
+
+    let bundle_bytes = if options.single_file {
+        let raw = bundle.to_safetensors()?;
+        zstd::bulk::compress(&raw, 10)?
+    } else {
+        Vec::new()
+    };
+    let engine64 = base64::engine::general_purpose::STANDARD;
+    // The page's script: in single-file mode the wasm-bindgen glue, our
+    // script and the data are one inline module (allowed by its hash in the
+    // Content-Security-Policy); otherwise an external module.
+    let inline_script = if options.single_file {
+        Some(format!(
+            "{}\n{}\nconst wasmBytes = decodeBase64(\"{}\");\nconst bundleBytes = decodeBase64(\"{}\");\nstart({{ init: (bytes) => initSync({{ module: bytes }}), Viewer, wasmBytes, bundleBytes }});\n",
+            VIEWER_JS,
+            templates.script(),
+            engine64.encode(VIEWER_WASM),
+            engine64.encode(&bundle_bytes)
+        ))
+    } else {
+        None
+    };
+    let script_src = match &inline_script {
+        Some(script) => {
+            let hash = engine64.encode(Sha256::digest(script.as_bytes()));
+            format!("'sha256-{hash}' 'wasm-unsafe-eval'")
+        }
+        None => "'self' 'wasm-unsafe-eval'".to_string(),
+    };
+    // No request may leave the report's own origin (none at all from file://).
+    let csp = format!(
+        "default-src 'none'; script-src {script_src}; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
+    );
+    let options_rows = option_rows(&manifest.experiment);
+    let html = templates.render_report(&serde_json::json!({
+        "manifest": manifest,
+        "sections": sections,
+        "examples": examples,
+        "options": options_rows,
+        "csp": csp,
+        "single_file": options.single_file,
+        "inline_script": inline_script.unwrap_or_default(),
+        "bundle_file": viewer::bundle::FILE_NAME,
+    }))?;
+
+    let page = if options.single_file {
+        dir.join(format!("{}.html", file_safe(&manifest.title)))
+    } else {
+        dir.join("index.html")
+    };
+    crate::atomic::write_atomically(&page, |w| std::io::Write::write_all(w, html.as_bytes()))
+        .with_context(|| format!("cannot write `{}`", page.display()))?;
+    if !options.single_file {
+        for (name, bytes) in [
+            ("viewer_bg.wasm", VIEWER_WASM),
+            ("viewer.js", VIEWER_JS.as_bytes()),
+            ("report.js", templates.script_module().as_bytes()),
+        ] {
+            crate::atomic::write_atomically(&dir.join(name), |w| {
+                std::io::Write::write_all(w, bytes)
+            })?;
+        }
+    }
+    Ok(Rendered {
+        page,
+        page_bytes: html.len() as u64,
+        figures: figure_count,
+    })
+}
+
+/// Options of the experiment as `(name, value)` rows for the header: the
+/// capture and analysis tables, flattened.
+fn option_rows(experiment: &serde_json::Value) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    for table in ["capture", "analysis"] {
+        if let Some(serde_json::Value::Object(map)) = experiment.get(table) {
+            for (key, value) in map {
+                let text = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Array(items) => items
+                        .iter()
+                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    other => other.to_string(),
+                };
+                rows.push((format!("{table}.{key}"), text));
+            }
+        }
+    }
+    rows
+}
+
+/// A name made safe for a file name: letters, digits, `-`, `_`, `.`.
+pub fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn strip_xml_declaration(svg: &str) -> String {
+    match svg.find("<svg") {
+        Some(start) => svg[start..].to_string(),
+        None => svg.to_string(),
+    }
+}

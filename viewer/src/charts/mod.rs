@@ -1,0 +1,123 @@
+//! The report's charts: one plotters function per [`Figure`] kind, generic
+//! over the drawing backend, so that the same code draws the static SVG of
+//! the report (native, `render_svg`) and the canvas of the in-browser
+//! viewer (wasm32, via plotters-canvas).
+//!
+//! House rules shared by every figure (`style.rs`, `parts.rs`): colours from the
+//! Okabe–Ito [`PALETTE`](crate::figures::PALETTE), diverging scales blue ↔
+//! white ↔ vermillion, layer on the x axis wherever it applies, axis titles on
+//! every axis, and no panic on empty or non-finite data (an empty frame with
+//! a "no data" note instead). Drawing is a pure function of the data, so the
+//! same figure gives byte-identical SVG.
+
+mod axes;
+mod behavior;
+mod heatmap;
+mod layers;
+mod matrices;
+mod parts;
+mod scatter;
+mod style;
+
+#[cfg(test)]
+mod tests;
+
+use plotters::coord::Shift;
+use plotters::drawing::DrawingAreaErrorKind;
+use plotters::prelude::*;
+
+use crate::figures::Figure;
+
+pub use behavior::behavior_by_condition;
+pub use heatmap::attention_change_heatmap;
+pub use layers::{
+    alignment_by_layer, attention_ratio_by_layer, correlation_by_layer, probe_by_layer,
+};
+pub use matrices::similarity_matrices;
+pub use scatter::correlation_scatter;
+
+/// Why a chart could not be drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    /// The backend failed (or plotters rejected the layout); plotters' error
+    /// is generic over the backend, so it is kept as its message.
+    #[error("drawing failed: {0}")]
+    Drawing(String),
+    /// The embedded font could not be registered.
+    #[error("font error: {0}")]
+    Font(String),
+}
+
+impl<E: std::error::Error + Send + Sync> From<DrawingAreaErrorKind<E>> for ChartError {
+    fn from(e: DrawingAreaErrorKind<E>) -> Self {
+        ChartError::Drawing(e.to_string())
+    }
+}
+
+/// Draws `figure` on `area` (which it first fills white).
+pub fn draw<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    figure: &Figure,
+) -> Result<(), ChartError> {
+    match figure {
+        Figure::Behavior(data) => behavior_by_condition(area, data),
+        Figure::Matrices(data) => similarity_matrices(area, data),
+        Figure::Alignment(data) => alignment_by_layer(area, data),
+        Figure::Probe(data) => probe_by_layer(area, data),
+        Figure::AttentionRatio(data) => attention_ratio_by_layer(area, data),
+        Figure::AttentionChange(data) => attention_change_heatmap(area, data),
+        Figure::Correlation(data) => correlation_by_layer(area, data),
+        Figure::Scatter(data) => correlation_scatter(area, data),
+    }
+}
+
+/// A sensible default size in pixels for each kind of figure: the matrices
+/// get one square panel per matrix plus the colour bar, the heatmap is wide
+/// enough for 80 layer columns.
+pub fn figure_size(figure: &Figure) -> (u32, u32) {
+    match figure {
+        Figure::Behavior(data) => ((160 * data.conditions.len() as u32).clamp(560, 1200), 420),
+        Figure::Matrices(data) => {
+            let panels = data.panels.len().clamp(1, 6) as u32;
+            (panels * 330 + style::COLOUR_BAR_WIDTH + 20, 420)
+        }
+        Figure::Alignment(_)
+        | Figure::Probe(_)
+        | Figure::AttentionRatio(_)
+        | Figure::Correlation(_) => (720, 420),
+        Figure::AttentionChange(_) => (820, 460),
+        Figure::Scatter(_) => (600, 460),
+    }
+}
+
+/// Registers the embedded DejaVu Sans as plotters' "sans-serif" (once per
+/// process). Natively plotters measures text with this font, so every
+/// machine lays out the SVG identically; `render_svg` calls it, and a native
+/// caller drawing on another backend must call it before [`draw`].
+#[cfg(not(target_arch = "wasm32"))]
+pub fn register_font() -> Result<(), ChartError> {
+    use std::sync::OnceLock;
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font(style::FONT, FontStyle::Normal, DEJAVU_SANS)
+                .map_err(|_| "the embedded DejaVuSans.ttf could not be parsed".to_string())
+        })
+        .clone()
+        .map_err(ChartError::Font)
+}
+
+/// Renders `figure` as a standalone SVG document of `width` × `height` pixels.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn render_svg(figure: &Figure, width: u32, height: u32) -> Result<String, ChartError> {
+    register_font()?;
+    let mut svg = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut svg, (width.max(1), height.max(1))).into_drawing_area();
+        draw(&root, figure)?;
+        root.present()?;
+    }
+    Ok(svg)
+}

@@ -1,0 +1,205 @@
+//! Pieces several figures draw: the background and title, a legend row,
+//! a colour bar for the diverging scale, and the empty "no data" frame.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::axes::{shorten, Ticked};
+use super::style::{
+    axis_style, diverging, legend_style, tick_style, title_style, COLOUR_BAR_WIDTH, INK, LEVELS,
+    MARGIN, MIN_HEIGHT, MIN_WIDTH, MISSING, X_LABEL_AREA, Y_LABEL_AREA,
+};
+use super::ChartError;
+
+/// Fills the background and reports whether the area is big enough to hold
+/// a chart at all.
+pub(crate) fn prepare<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+) -> Result<bool, ChartError> {
+    area.fill(&WHITE)?;
+    let (w, h) = area.dim_in_pixel();
+    Ok(w >= MIN_WIDTH && h >= MIN_HEIGHT)
+}
+
+/// Draws the title on top and returns the area below it.
+pub(crate) fn titled<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+) -> Result<DrawingArea<DB, Shift>, ChartError> {
+    let area = area.margin(MARGIN / 2, 0, 0, 0);
+    if title.trim().is_empty() {
+        return Ok(area);
+    }
+    // A title wider than the figure is shortened rather than cut off.
+    let style = title_style();
+    let (w, _) = area.dim_in_pixel();
+    let room = w.saturating_sub(2 * MARGIN).max(1);
+    let (tw, _) = area.estimate_text_size(title, &style)?;
+    let title = if tw > room {
+        let chars = title.chars().count() as u64 * u64::from(room) / u64::from(tw);
+        shorten(title, chars as usize)
+    } else {
+        title.to_string()
+    };
+    Ok(area.titled(&title, style)?)
+}
+
+/// An empty frame with the axis titles and a centred note, for figures
+/// without any finite value to show: the reader sees that the figure exists
+/// and why it is blank.
+pub(crate) fn no_data<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    x_label: &str,
+    y_label: &str,
+) -> Result<(), ChartError> {
+    let mut chart = ChartBuilder::on(area)
+        .margin(MARGIN)
+        .x_label_area_size(X_LABEL_AREA)
+        .y_label_area_size(Y_LABEL_AREA)
+        .build_cartesian_2d(
+            Ticked::new(0.0, 1.0, Vec::new()),
+            Ticked::new(0.0, 1.0, Vec::new()),
+        )?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .axis_desc_style(axis_style())
+        .draw()?;
+    let note = axis_style()
+        .color(&MISSING)
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    chart.draw_series(std::iter::once(Text::new("no data", (0.5, 0.5), note)))?;
+    Ok(())
+}
+
+/// How a legend entry is marked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mark {
+    Line(RGBColor),
+    Swatch(RGBColor),
+    Dot(RGBColor),
+    Ring(RGBColor),
+}
+
+/// Draws a one-line (wrapping when needed) legend under the title and
+/// returns the area below it. A row of its own never hides data, which a
+/// legend box inside the plot would for some curves.
+pub(crate) fn legend_row<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    entries: &[(String, Mark)],
+) -> Result<DrawingArea<DB, Shift>, ChartError> {
+    if entries.is_empty() {
+        return Ok(area.clone());
+    }
+    const MARK_W: i32 = 22;
+    const ROW_H: i32 = 20;
+    const MAX_ROWS: i32 = 3;
+    let style = legend_style();
+    let (w, _) = area.dim_in_pixel();
+    let left = (MARGIN + Y_LABEL_AREA) as i32;
+    let right = w as i32 - MARGIN as i32;
+    // Lay out first (to know the height), then draw.
+    let mut placed = Vec::with_capacity(entries.len());
+    let (mut x, mut row) = (left, 0);
+    for (label, mark) in entries {
+        let (tw, _) = area.estimate_text_size(label, &style)?;
+        let item_w = MARK_W + 6 + tw as i32;
+        if x > left && x + item_w > right {
+            // Beyond a few rows the legend would crowd out the plot: the
+            // remaining entries are left out.
+            if row + 1 == MAX_ROWS {
+                break;
+            }
+            x = left;
+            row += 1;
+        }
+        placed.push((x, row, label, *mark));
+        x += item_w + 18;
+    }
+    let height = (row + 1) * ROW_H + 4;
+    let (strip, rest) = area.split_vertically(height);
+    let text = style.pos(Pos::new(HPos::Left, VPos::Center));
+    for (x, row, label, mark) in placed {
+        let y = row * ROW_H + ROW_H / 2;
+        let mid = (x + MARK_W / 2, y);
+        match mark {
+            Mark::Line(c) => strip.draw(&PathElement::new(
+                vec![(x, y), (x + MARK_W, y)],
+                c.stroke_width(3),
+            ))?,
+            Mark::Swatch(c) => {
+                strip.draw(&Rectangle::new(
+                    [(x + 3, y - 6), (x + MARK_W - 3, y + 6)],
+                    c.mix(0.35).filled(),
+                ))?;
+                strip.draw(&Rectangle::new(
+                    [(x + 3, y - 6), (x + MARK_W - 3, y + 6)],
+                    c.stroke_width(2),
+                ))?;
+            }
+            Mark::Dot(c) => strip.draw(&Circle::new(mid, 5, c.filled()))?,
+            Mark::Ring(c) => strip.draw(&Circle::new(mid, 4, c.stroke_width(2)))?,
+        }
+        strip.draw(&Text::new(label.clone(), (x + MARK_W + 6, y), text.clone()))?;
+    }
+    Ok(rest)
+}
+
+/// A vertical colour bar for the diverging scale `-limit..limit`, its ticks
+/// and rotated title on the right. `bottom` is the space under the bar, so
+/// that it lines up with the plot next to it; a grey "n/a" swatch is drawn
+/// there when `missing` says some cells are non-finite.
+pub(crate) fn colour_bar<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    limit: f64,
+    label: &str,
+    top: u32,
+    bottom: u32,
+    missing: bool,
+) -> Result<(), ChartError> {
+    let limit = if limit.is_finite() && limit > 0.0 {
+        limit
+    } else {
+        1.0
+    };
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(top)
+        .margin_bottom(bottom)
+        .margin_left(6)
+        .right_y_label_area_size(COLOUR_BAR_WIDTH - 32)
+        .build_cartesian_2d(Ticked::new(0.0, 1.0, Vec::new()), -limit..limit)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .y_labels(5)
+        .y_desc(label)
+        .label_style(tick_style())
+        .axis_desc_style(axis_style())
+        .draw()?;
+    // One rectangle per level of the scale, so the bar shows exactly the
+    // colours the cells can take.
+    let levels = LEVELS as i32;
+    chart.draw_series((-levels..=levels).map(|k| {
+        let at = |t: f64| (t / LEVELS).clamp(-1.0, 1.0) * limit;
+        let k = f64::from(k);
+        Rectangle::new(
+            [(0.0, at(k - 0.5)), (1.0, at(k + 0.5))],
+            diverging(at(k), limit).filled(),
+        )
+    }))?;
+    chart.draw_series(std::iter::once(Rectangle::new(
+        [(0.0, -limit), (1.0, limit)],
+        INK.mix(0.6).stroke_width(1),
+    )))?;
+    if missing {
+        let (_, h) = area.dim_in_pixel();
+        let y = h as i32 - bottom as i32 + 14;
+        area.draw(&Rectangle::new([(6, y), (20, y + 14)], MISSING.filled()))?;
+        let text = tick_style().pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new("n/a", (26, y + 7), text))?;
+    }
+    Ok(())
+}

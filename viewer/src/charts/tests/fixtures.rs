@@ -1,0 +1,146 @@
+//! Small realistic figure data for the chart tests.
+
+use crate::figures::{
+    BehaviorByCondition, Figure, LayerCurves, LayerHeadHeatmap, MatrixPanels, Scatter, Series,
+};
+
+pub(super) fn curves(title: &str, y_label: &str, layers: usize) -> LayerCurves {
+    let series = (0..2)
+        .map(|s| Series {
+            label: if s == 0 {
+                "0-shot".into()
+            } else {
+                "4-shot".into()
+            },
+            colour: s,
+            points: (0..layers)
+                .map(|l| (l as f64, 0.1 * s as f64 + (l as f64 / 4.0).sin() * 0.3))
+                .collect(),
+            band: (0..layers)
+                .map(|l| {
+                    (
+                        l as f64,
+                        (l as f64 / 4.0).sin() * 0.3 - 0.1,
+                        (l as f64 / 4.0).sin() * 0.3 + 0.1,
+                    )
+                })
+                .collect(),
+            significant: (0..layers)
+                .filter(|l| s == 1 && l % 3 == 0)
+                .map(|l| l as f64)
+                .collect(),
+        })
+        .collect();
+    LayerCurves {
+        title: title.into(),
+        y_label: y_label.into(),
+        y_range: Some((-1.0, 1.0)),
+        reference: Some(0.0),
+        selected_layer: Some(layers / 2),
+        series,
+    }
+}
+
+pub(super) fn behavior() -> BehaviorByCondition {
+    let vals = |k: f64| {
+        (0..24)
+            .map(|i| ((i * 7) % 11) as f64 * k)
+            .collect::<Vec<_>>()
+    };
+    BehaviorByCondition {
+        title: "Absolute error by condition".into(),
+        y_label: "absolute error".into(),
+        conditions: vec!["congruent".into(), "incongruent".into(), "neutral".into()],
+        groups: vec![
+            ("0-shot".into(), vec![vals(1.0), vals(1.5), vals(0.8)]),
+            (
+                "4-shot".into(),
+                vec![vals(0.5), vals(1.0), vec![2.0, f64::NAN]],
+            ),
+        ],
+    }
+}
+
+pub(super) fn matrices(n: usize) -> MatrixPanels {
+    let cond: Vec<usize> = (0..n).map(|i| i * 3 / n.max(1)).collect();
+    let hyp = (0..n * n)
+        .map(|k| {
+            if cond[k / n] == cond[k % n] {
+                1.0
+            } else {
+                -0.5
+            }
+        })
+        .collect();
+    // Block structure plus a deterministic ripple, like a real similarity matrix.
+    let sim = (0..n * n)
+        .map(|k| {
+            let (r, c) = (k / n, k % n);
+            let block = if cond[r] == cond[c] { 0.6 } else { 0.1 };
+            (block + 0.3 * ((r * 7 + c * 3) as f64 / 11.0).sin()).clamp(-1.0, 1.0)
+        })
+        .collect();
+    MatrixPanels {
+        title: "Similarity at layer 12".into(),
+        panels: vec![
+            ("hypothesis".into(), n, hyp),
+            ("0-shot".into(), n, sim),
+            ("4-shot".into(), n, vec![0.3; n * n]),
+        ],
+        row_condition: cond,
+    }
+}
+
+pub(super) fn heatmap(layers: usize, heads: usize) -> LayerHeadHeatmap {
+    LayerHeadHeatmap {
+        title: "Change in attention ratio".into(),
+        value_label: "Δ log2 attention ratio".into(),
+        layers: (0..layers).collect(),
+        n_heads: heads,
+        values: (0..layers * heads)
+            .map(|k| {
+                if k % 17 == 0 {
+                    f64::NAN
+                } else {
+                    ((k * 13 % 29) as f64 - 14.0) / 7.0
+                }
+            })
+            .collect(),
+        limit: 2.0,
+        selected_layer: Some(layers / 2),
+        selected_head: Some(1),
+    }
+}
+
+pub(super) fn scatter() -> Scatter {
+    Scatter {
+        title: "Behaviour vs alignment at layer 12".into(),
+        x_label: "alignment".into(),
+        y_label: "absolute error".into(),
+        points: (0..30)
+            .map(|i| {
+                (
+                    i as f64 / 30.0,
+                    1.0 - i as f64 / 40.0 + (i % 3) as f64 * 0.05,
+                    i % 3,
+                )
+            })
+            .collect(),
+        condition_names: vec!["congruent".into(), "incongruent".into(), "neutral".into()],
+        fit: Some((-0.7, 1.05)),
+        note: "Pearson r = -0.91 (p < 0.001)".into(),
+    }
+}
+
+pub(super) fn realistic() -> Vec<Figure> {
+    vec![
+        Figure::Behavior(behavior()),
+        Figure::Matrices(matrices(24)),
+        Figure::Alignment(curves("Hypothesis alignment", "alignment (Spearman ρ)", 32)),
+        Figure::Probe(curves("Probe accuracy", "accuracy", 32)),
+        Figure::AttentionRatio(curves("Attention ratio", "log2 attention ratio", 32)),
+        Figure::AttentionChange(heatmap(32, 8)),
+        Figure::Correlation(curves("Behaviour ↔ alignment", "Pearson r", 32)),
+        Figure::Scatter(scatter()),
+    ]
+}

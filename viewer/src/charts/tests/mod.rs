@@ -1,0 +1,229 @@
+//! Every figure kind rendered to SVG: from small realistic data, twice (the
+//! bytes must match), from empty and non-finite data (no panic), and from
+//! the largest inputs a report holds (80 layers × 64 heads, 400 items).
+
+use std::time::Instant;
+
+mod fixtures;
+
+use fixtures::{behavior, curves, heatmap, matrices, realistic, scatter};
+
+use super::*;
+use crate::figures::{BehaviorByCondition, LayerCurves, LayerHeadHeatmap, MatrixPanels, Scatter};
+
+fn svg(figure: &Figure) -> String {
+    let (w, h) = figure_size(figure);
+    match render_svg(figure, w, h) {
+        Ok(svg) => svg,
+        Err(e) => panic!("{figure:?} failed to render: {e}"),
+    }
+}
+
+#[test]
+fn every_figure_renders_with_title_and_axis_labels() {
+    for figure in realistic() {
+        let out = svg(&figure);
+        assert!(out.starts_with("<svg") && out.trim_end().ends_with("</svg>"));
+        let expected: Vec<&str> = match &figure {
+            Figure::Behavior(d) => vec![&d.title, &d.y_label, "condition", "congruent", "4-shot"],
+            Figure::Matrices(d) => vec![&d.title, "item", "hypothesis", "similarity"],
+            Figure::Alignment(d)
+            | Figure::Probe(d)
+            | Figure::AttentionRatio(d)
+            | Figure::Correlation(d) => {
+                vec![
+                    &d.title,
+                    &d.y_label,
+                    "layer (block index)",
+                    "0-shot",
+                    "significant",
+                ]
+            }
+            Figure::AttentionChange(d) => vec![
+                &d.title,
+                &d.value_label,
+                "layer (block index)",
+                "head",
+                "n/a",
+            ],
+            Figure::Scatter(d) => vec![
+                &d.title,
+                &d.x_label,
+                &d.y_label,
+                "neutral",
+                "Pearson r",
+                "least-squares fit",
+            ],
+        };
+        for text in expected {
+            assert!(
+                out.contains(text),
+                "{text:?} missing from the SVG of {figure:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    for figure in realistic() {
+        assert_eq!(svg(&figure), svg(&figure));
+    }
+}
+
+#[test]
+fn empty_and_non_finite_data_render() {
+    let nan = f64::NAN;
+    let mut flat = curves("flat", "score", 1);
+    flat.y_range = None;
+    flat.reference = None;
+    let mut all_nan = curves("all NaN", "score", 5);
+    for s in &mut all_nan.series {
+        s.points.iter_mut().for_each(|p| p.1 = nan);
+        s.band.iter_mut().for_each(|b| (b.1, b.2) = (nan, nan));
+    }
+    let no_series = LayerCurves {
+        series: vec![],
+        ..curves("none", "score", 3)
+    };
+    let mut bad_range = curves("bad range", "score", 4);
+    bad_range.y_range = Some((nan, f64::INFINITY));
+    bad_range.reference = Some(5.0);
+    let mut one_cell = heatmap(1, 1);
+    one_cell.values = vec![0.0];
+    one_cell.limit = 0.0;
+    let figures = vec![
+        Figure::Probe(flat),
+        Figure::Alignment(all_nan),
+        Figure::Correlation(no_series),
+        Figure::AttentionRatio(bad_range),
+        Figure::Behavior(BehaviorByCondition {
+            conditions: vec![],
+            groups: vec![],
+            ..behavior()
+        }),
+        Figure::Behavior(BehaviorByCondition {
+            groups: vec![("0-shot".into(), vec![vec![nan]])],
+            ..behavior()
+        }),
+        Figure::Behavior(BehaviorByCondition {
+            groups: vec![("0-shot".into(), vec![vec![3.0]])],
+            ..behavior()
+        }),
+        Figure::Matrices(MatrixPanels {
+            panels: vec![],
+            ..matrices(3)
+        }),
+        Figure::Matrices(matrices(0)),
+        Figure::Matrices(MatrixPanels {
+            panels: vec![("short".into(), 5, vec![nan, 1.0])],
+            ..matrices(1)
+        }),
+        Figure::Matrices(MatrixPanels {
+            panels: vec![("huge n".into(), 1_000_000, vec![0.5; 4])],
+            ..matrices(1)
+        }),
+        Figure::AttentionChange(heatmap(0, 0)),
+        Figure::AttentionChange(LayerHeadHeatmap {
+            values: vec![nan; 12],
+            ..heatmap(3, 4)
+        }),
+        Figure::AttentionChange(LayerHeadHeatmap {
+            values: vec![1.0],
+            limit: nan,
+            ..heatmap(3, 4)
+        }),
+        Figure::AttentionChange(one_cell),
+        Figure::Scatter(Scatter {
+            points: vec![],
+            fit: None,
+            ..scatter()
+        }),
+        Figure::Scatter(Scatter {
+            points: vec![(1.0, 2.0, 9)],
+            fit: Some((nan, 0.0)),
+            ..scatter()
+        }),
+        Figure::Scatter(Scatter {
+            points: vec![(nan, 2.0, 0), (1.0, f64::INFINITY, 1)],
+            ..scatter()
+        }),
+    ];
+    for figure in &figures {
+        let out = svg(figure);
+        assert!(out.contains("</svg>"));
+    }
+    // Crowded figures: long title, many legend entries, many panels.
+    let long = "a very long title ".repeat(20);
+    let crowded = vec![
+        Figure::Scatter(Scatter {
+            title: long.clone(),
+            condition_names: (0..200).map(|i| format!("condition {i}")).collect(),
+            ..scatter()
+        }),
+        Figure::Matrices(MatrixPanels {
+            title: long,
+            panels: (0..40)
+                .map(|i| (format!("panel {i}"), 3, vec![0.5; 9]))
+                .collect(),
+            ..matrices(3)
+        }),
+        Figure::Behavior(BehaviorByCondition {
+            conditions: (0..60).map(|i| format!("condition number {i}")).collect(),
+            ..behavior()
+        }),
+    ];
+    for figure in &crowded {
+        let out = svg(figure);
+        assert!(out.contains("</svg>"));
+    }
+    // Degenerate canvas sizes draw (at most) the background.
+    for figure in realistic().into_iter().chain(crowded) {
+        for (w, h) in [
+            (0, 0),
+            (1, 1),
+            (50, 400),
+            (400, 50),
+            (120, 90),
+            (150, 100),
+            (300, 120),
+        ] {
+            if let Err(e) = render_svg(&figure, w, h) {
+                panic!("{w}×{h}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn no_data_note_is_shown() {
+    let figure = Figure::Scatter(Scatter {
+        points: vec![],
+        ..scatter()
+    });
+    let out = svg(&figure);
+    assert!(out.contains("no data") && out.contains("alignment") && out.contains("absolute error"));
+}
+
+#[test]
+fn big_inputs_render_quickly_and_stay_small() {
+    let start = Instant::now();
+    let big_heatmap = svg(&Figure::AttentionChange(heatmap(80, 64)));
+    let heatmap_time = start.elapsed();
+    let start = Instant::now();
+    let big_matrices = svg(&Figure::Matrices(matrices(400)));
+    let matrices_time = start.elapsed();
+    assert!(big_heatmap.contains("</svg>") && big_matrices.contains("</svg>"));
+    // At most 150×150 cells per panel, whatever n is.
+    let rects = big_matrices.matches("<rect").count();
+    assert!(rects < 3 * 150 * 150 + 200, "{rects} rectangles");
+    // Generous bounds: the machine running the tests may be busy.
+    assert!(
+        heatmap_time.as_millis() < 2000,
+        "heatmap took {heatmap_time:?}"
+    );
+    assert!(
+        matrices_time.as_millis() < 2000,
+        "matrices took {matrices_time:?}"
+    );
+}

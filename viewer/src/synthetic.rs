@@ -1,0 +1,325 @@
+//! Synthetic bundles of any size, for the viewer's tests and for measuring
+//! bundle size and redraw time at the scale of a 70B study (80 layers, 64
+//! heads, 400 targets) without running such a model.
+//!
+//! The numbers are made up but shaped like real ones: similarity within a
+//! condition grows with depth and more so after ICL, attention to the
+//! relevant span grows after ICL, so every figure has something to show.
+//! Deterministic: a fixed-seed generator (SplitMix64).
+
+use std::collections::BTreeMap;
+
+use crate::bundle::{
+    model_array, task_array, upper_index, upper_len, BehaviorEntry, Bundle, Manifest, ModelEntry,
+    ProbeEntry, PromptEntry, TaskEntry, Tensor, FORMAT, FORMAT_VERSION,
+};
+
+/// The size of a synthetic study.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub layers: usize,
+    pub heads: usize,
+    /// Target instances per task (each run 0-shot and k-shot).
+    pub targets: usize,
+    pub conditions: usize,
+    pub seed: u64,
+}
+
+impl Spec {
+    /// The scale of the study's Llama-2 70B: 80 layers × 64 heads, 400 targets.
+    pub const LLAMA_70B: Spec = Spec {
+        layers: 80,
+        heads: 64,
+        targets: 400,
+        conditions: 6,
+        seed: 1,
+    };
+    /// A small study for fast tests.
+    pub const SMALL: Spec = Spec {
+        layers: 6,
+        heads: 4,
+        targets: 24,
+        conditions: 4,
+        seed: 1,
+    };
+}
+
+/// SplitMix64: tiny, fast, and fixed by its definition.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[0, 1)`.
+    fn uniform(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Roughly normal (sum of four uniforms, rescaled).
+    fn normal(&mut self) -> f64 {
+        let s: f64 = (0..4).map(|_| self.uniform()).sum();
+        (s - 2.0) * (3.0f64).sqrt()
+    }
+}
+
+/// A synthetic one-model, one-task bundle of the given size.
+pub fn bundle(spec: Spec) -> Bundle {
+    let mut rng = Rng(spec.seed);
+    let Spec {
+        layers,
+        heads,
+        targets,
+        conditions,
+        ..
+    } = spec;
+    let model = "synthetic";
+    let task = "reading";
+    let condition_of: Vec<usize> = (0..targets).map(|t| t % conditions.max(1)).collect();
+    let person_of: Vec<usize> = (0..targets).map(|t| (t / conditions.max(1)) % 5).collect();
+    let mut tensors = BTreeMap::new();
+    let mut put = |name: String, t: Tensor| {
+        tensors.insert(name, t);
+    };
+
+    let mut hypotheses = Tensor::nan(&[2, targets, targets]);
+    for i in 0..targets {
+        for j in 0..targets {
+            hypotheses.set(
+                &[0, i, j],
+                f64::from(u8::from(condition_of[i] == condition_of[j])),
+            );
+            hypotheses.set(
+                &[1, i, j],
+                f64::from(u8::from(person_of[i] == person_of[j])),
+            );
+        }
+    }
+    put(task_array(task, "hypotheses"), hypotheses);
+
+    let mut behavior = Tensor::nan(&[2, targets]);
+    let mut improvement = Tensor::nan(&[targets]);
+    let mut skill = vec![0.0; targets];
+    for t in 0..targets {
+        skill[t] = rng.uniform();
+        let zero = f64::from(u8::from(rng.uniform() < 0.3));
+        let k = f64::from(u8::from(rng.uniform() < 0.3 + 0.5 * skill[t]));
+        behavior.set(&[0, t], zero);
+        behavior.set(&[1, t], k);
+        improvement.set(&[t], k - zero);
+    }
+
+    let u = upper_len(targets);
+    let mut rsm = Tensor::nan(&[2, layers, u]);
+    for s in 0..2 {
+        for l in 0..layers {
+            let depth = (l as f64 + 1.0) / layers.max(1) as f64;
+            let strength = depth * (0.3 + 0.3 * s as f64);
+            let lane = rsm.lane_mut(&[s, l]);
+            for i in 0..targets {
+                for j in i + 1..targets {
+                    let same = if condition_of[i] == condition_of[j] {
+                        strength
+                    } else {
+                        0.0
+                    };
+                    let v = (same + 0.2 * rng.normal()).clamp(-1.0, 1.0);
+                    lane[upper_index(targets, i, j)] = v as f32;
+                }
+            }
+        }
+    }
+    put(model_array(model, task, "rsm"), rsm);
+
+    let comparators = ["spearman", "pearson"];
+    let mut alignment = Tensor::nan(&[2, 2, comparators.len(), layers, 5]);
+    for s in 0..2 {
+        for h in 0..2 {
+            for c in 0..comparators.len() {
+                for l in 0..layers {
+                    let depth = (l as f64 + 1.0) / layers.max(1) as f64;
+                    let v = if h == 0 {
+                        depth * (0.2 + 0.2 * s as f64)
+                    } else {
+                        0.02 * rng.normal()
+                    };
+                    let p = if v > 0.1 { 0.001 } else { 0.5 };
+                    for (f, x) in [v, p, p, v - 0.05, v + 0.05].into_iter().enumerate() {
+                        alignment.set(&[s, h, c, l, f], x);
+                    }
+                }
+            }
+        }
+    }
+    put(model_array(model, task, "alignment"), alignment);
+
+    let mut probe = Tensor::nan(&[2, 2, layers]);
+    for s in 0..2 {
+        for p in 0..2 {
+            for l in 0..layers {
+                let depth = (l as f64 + 1.0) / layers.max(1) as f64;
+                probe.set(
+                    &[s, p, l],
+                    (0.3 + 0.5 * depth + 0.1 * s as f64 - 0.2 * p as f64).min(1.0),
+                );
+            }
+        }
+    }
+    put(model_array(model, task, "probe"), probe);
+
+    let mut mass = Tensor::nan(&[2, layers, heads, targets, 2]);
+    let mut spans = Tensor::nan(&[2, targets, 2]);
+    for s in 0..2 {
+        for t in 0..targets {
+            spans.set(&[s, t, 0], 7.0);
+            spans.set(&[s, t, 1], 7.0);
+        }
+        for l in 0..layers {
+            for h in 0..heads {
+                let lane = mass.lane_mut(&[s, l, h]);
+                for t in 0..targets {
+                    let bias = 1.0 + 0.5 * s as f64 * skill[t];
+                    let r = 0.05 * rng.uniform() * bias;
+                    let d = 0.05 * rng.uniform();
+                    lane[2 * t] = r as f32;
+                    lane[2 * t + 1] = d as f32;
+                }
+            }
+        }
+    }
+    put(model_array(model, task, "attention_mass"), mass);
+    put(model_array(model, task, "span_lengths"), spans);
+    put(model_array(model, task, "behavior"), behavior);
+    put(model_array(model, task, "improvement"), improvement);
+
+    let measures = vec![
+        "alignment: same activity".to_string(),
+        "attention ratio (log2)".to_string(),
+    ];
+    let mut delta = Tensor::nan(&[measures.len(), layers, targets]);
+    for m in 0..measures.len() {
+        for l in 0..layers {
+            let lane = delta.lane_mut(&[m, l]);
+            for (t, value) in lane.iter_mut().enumerate() {
+                *value = (skill[t] * (l as f64 / layers.max(1) as f64) + 0.3 * rng.normal()) as f32;
+            }
+        }
+    }
+    put(model_array(model, task, "measure_delta"), delta);
+
+    let conditions_names: Vec<String> = (0..conditions).map(|c| format!("activity {c}")).collect();
+    let prompts = (0..2 * targets)
+        .map(|i| PromptEntry {
+            id: i,
+            task: 0,
+            target: i % targets,
+            shots: if i < targets { 0 } else { 4 },
+            text: format!("Synthetic prompt {i}."),
+            segments: BTreeMap::new(),
+        })
+        .collect();
+    let mut bundle = Bundle {
+        manifest: Manifest {
+            format: FORMAT.to_string(),
+            version: FORMAT_VERSION,
+            engine_version: "synthetic".to_string(),
+            engine_revision: None,
+            created: "2026-01-01".to_string(),
+            title: format!("synthetic study: {layers} layers, {heads} heads, {targets} targets"),
+            llama_cpp: "none".to_string(),
+            seed: spec.seed,
+            experiment: serde_json::json!({ "name": "synthetic" }),
+            comparators: comparators.iter().map(|c| c.to_string()).collect(),
+            models: vec![ModelEntry {
+                name: model.to_string(),
+                file_name: "synthetic.gguf".to_string(),
+                sha256: String::new(),
+                size_bytes: 0,
+                architecture: "llama".to_string(),
+                description: "synthetic".to_string(),
+                quantization: "none".to_string(),
+                n_layer: layers,
+                n_embd: 8192,
+                n_head: heads,
+                n_head_kv: heads / 8,
+                layers: (0..layers).collect(),
+            }],
+            tasks: vec![TaskEntry {
+                name: task.to_string(),
+                kind: "reading-comprehension".to_string(),
+                shots: 4,
+                conditions: conditions_names,
+                target_conditions: condition_of,
+                hypotheses: vec!["same activity".to_string(), "same person".to_string()],
+                probes: vec![
+                    ProbeEntry {
+                        param: "activity".to_string(),
+                        probe: "logistic".to_string(),
+                        metric: "accuracy".to_string(),
+                    },
+                    ProbeEntry {
+                        param: "person".to_string(),
+                        probe: "logistic".to_string(),
+                        metric: "accuracy".to_string(),
+                    },
+                ],
+                attention: Some(("relevant".to_string(), "distractor".to_string())),
+                behavior: BehaviorEntry {
+                    metric: "correct".to_string(),
+                    higher_is_better: true,
+                },
+                measures,
+            }],
+            prompts,
+        },
+        tensors,
+    };
+    fill_attention_summary(&mut bundle);
+    fill_correlation(&mut bundle);
+    bundle
+}
+
+/// The engine's summary arrays, computed here the way the viewer
+/// recomputes them, so that a synthetic bundle is self-consistent.
+fn fill_attention_summary(bundle: &mut Bundle) {
+    let selection = crate::view::Selection::default();
+    let Ok(derived) = crate::view::Derived::for_selection(bundle, &selection, None) else {
+        return;
+    };
+    let model = &bundle.manifest.models[0];
+    let task = &bundle.manifest.tasks[0];
+    let (layers, heads) = (model.layers.len(), model.n_head);
+    let mut summary = Tensor::nan(&[2, layers, heads + 1, 2]);
+    for s in 0..2 {
+        for l in 0..layers {
+            for h in 0..=heads {
+                summary.set(&[s, l, h, 0], derived.log2_ratio[s][l][h]);
+            }
+        }
+    }
+    let name = model_array(&model.name, &task.name, "attention_ratio");
+    bundle.tensors.insert(name, summary);
+}
+
+fn fill_correlation(bundle: &mut Bundle) {
+    let selection = crate::view::Selection::default();
+    let Ok(derived) = crate::view::Derived::for_selection(bundle, &selection, None) else {
+        return;
+    };
+    let model = &bundle.manifest.models[0];
+    let task = &bundle.manifest.tasks[0];
+    let layers = model.layers.len();
+    let mut out = Tensor::nan(&[task.measures.len(), layers, 5]);
+    for (m, rows) in derived.correlation.iter().enumerate() {
+        for (l, row) in rows.iter().enumerate() {
+            for (f, &v) in row.iter().enumerate() {
+                out.set(&[m, l, f], v);
+            }
+        }
+    }
+    let name = model_array(&model.name, &task.name, "correlation");
+    bundle.tensors.insert(name, out);
+}
