@@ -27,7 +27,10 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q " $version\$"; then
   cargo install wasm-bindgen-cli --version "=$version"
 fi
 
-cargo build --release --target wasm32-unknown-unknown -p viewer --lib
+# Paths are remapped so that the module does not depend on where the
+# checkout or the cargo registry live (byte-identical builds elsewhere).
+RUSTFLAGS="--remap-path-prefix=$PWD=. --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=cargo" \
+  cargo build --release --target wasm32-unknown-unknown -p viewer --lib
 mkdir -p viewer/pkg
 wasm-bindgen --target web --no-typescript --out-dir viewer/pkg --out-name viewer \
   target/wasm32-unknown-unknown/release/viewer.wasm

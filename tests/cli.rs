@@ -384,7 +384,12 @@ fn report_writes_tidy_tables_that_are_identical_across_runs() {
             out.to_str().expect("utf-8"),
             "--save-embeddings",
         ];
-        let result = engine(&args);
+        // A fixed date, as a rebuild of a published report would use.
+        let result = Command::new(env!("CARGO_BIN_EXE_engine"))
+            .args(args)
+            .env("SOURCE_DATE_EPOCH", "1790000000")
+            .output()
+            .expect("run the engine binary");
         assert!(
             result.status.success(),
             "{}",
@@ -393,6 +398,31 @@ fn report_writes_tidy_tables_that_are_identical_across_runs() {
         out.join("data")
     };
     let (a, b) = (run("a"), run("b"));
+    // The published report is byte-identical too: bundle, page, figures.
+    let report_a = a.parent().expect("report folder");
+    let report_b = b.parent().expect("report folder");
+    let figures: Vec<String> = std::fs::read_dir(report_a.join("figures"))
+        .expect("figures folder")
+        .map(|e| {
+            format!(
+                "figures/{}",
+                e.expect("entry").file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    assert!(figures.len() >= 12, "{figures:?}");
+    for file in ["bundle.safetensors.zst", "index.html"]
+        .into_iter()
+        .map(String::from)
+        .chain(figures)
+    {
+        let (x, y) = (
+            std::fs::read(report_a.join(&file)).expect("read"),
+            std::fs::read(report_b.join(&file)).expect("read"),
+        );
+        assert!(x == y, "{file} differs between two runs");
+    }
+    check_bundle_tools(report_a);
     for name in [
         "behavior",
         "rsa_alignment",
@@ -483,6 +513,190 @@ fn report_writes_tidy_tables_that_are_identical_across_runs() {
         serde_json::json!([4])
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `engine inspect`, docs/bundle.md's Python reader and `engine site` on a
+/// freshly written report.
+fn check_bundle_tools(report: &Path) {
+    let bundle = report.join("bundle.safetensors.zst");
+    let out = engine(&["inspect", bundle.to_str().expect("utf-8")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "format  icl-lens-report-bundle version 1",
+        "model   SmolLM2-135M-Instruct.Q4_1",
+        "task    reading-comprehension",
+        "SmolLM2-135M-Instruct.Q4_1/reading-comprehension/rsm",
+        "[2, 30, 6]",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+
+    check_viewer_reproduces_the_engine(&bundle);
+
+    // The three lines of docs/bundle.md, as a Python user runs them.
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bundle.md"))
+            .expect("read docs/bundle.md");
+    let snippet = doc
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a python block in docs/bundle.md");
+    assert_eq!(snippet.trim().lines().count(), 3, "three lines: {snippet}");
+    let program = format!(
+        "{}\nprint(manifest['format'], arrays['SmolLM2-135M-Instruct.Q4_1/reading-comprehension/rsm'].shape)\n",
+        snippet.replace("reports/paper/bundle.safetensors.zst", bundle.to_str().expect("utf-8"))
+    );
+    match Command::new("python3").args(["-c", &program]).output() {
+        Ok(run) if run.status.success() => assert_eq!(
+            String::from_utf8_lossy(&run.stdout).trim(),
+            "icl-lens-report-bundle (2, 30, 6)"
+        ),
+        Ok(run) if String::from_utf8_lossy(&run.stderr).contains("ModuleNotFoundError") => {
+            eprintln!("skipping the Python reader check: pip install zstandard safetensors")
+        }
+        Ok(run) => panic!(
+            "the documented reader failed: {}",
+            String::from_utf8_lossy(&run.stderr)
+        ),
+        Err(e) => eprintln!("skipping the Python reader check: {e}"),
+    }
+
+    // The site index lists the report with its headline numbers.
+    let root = report.parent().expect("reports folder");
+    let out = engine(&["site", "-q", root.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index = std::fs::read_to_string(root.join("index.html")).expect("site index");
+    assert!(
+        index.contains("SmolLM2-135M-Instruct.Q4_1 · reading-comprehension: accuracy"),
+        "{index}"
+    );
+}
+
+/// The viewer recomputes alignment, attention ratios and correlations from
+/// the bundle's raw arrays; on every condition it must give the engine's
+/// numbers. Tolerance: the raw arrays are stored as f32 (the engine works
+/// in f64), so recomputed values agree to about 1e-6.
+const RECOMPUTE_TOLERANCE: f64 = 1e-5;
+
+fn check_viewer_reproduces_the_engine(path: &Path) {
+    use viewer::bundle::{model_array, task_array, upper_index, upper_len};
+    use viewer::view::{compare, Derived, Selection};
+    let bundle = viewer::bundle::Bundle::decode(&std::fs::read(path).expect("read bundle"))
+        .expect("decode bundle");
+    let close = |a: f64, b: f64| (a.is_nan() && b.is_nan()) || (a - b).abs() <= RECOMPUTE_TOLERANCE;
+    let model = &bundle.manifest.models[0];
+    let mut checked = 0;
+    for (t, task) in bundle.manifest.tasks.iter().enumerate() {
+        let p = task.target_conditions.len();
+        let layers = model.layers.len();
+        let rsm = bundle
+            .tensor(&model_array(&model.name, &task.name, "rsm"))
+            .expect("rsm");
+        let hypotheses = bundle
+            .tensor(&task_array(&task.name, "hypotheses"))
+            .expect("hypotheses");
+        let alignment = bundle
+            .tensor(&model_array(&model.name, &task.name, "alignment"))
+            .expect("alignment");
+        for (c, comparator) in bundle.manifest.comparators.iter().enumerate() {
+            for h in 0..task.hypotheses.len() {
+                let hyp: Vec<f64> = (0..p)
+                    .flat_map(|i| (i + 1..p).map(move |j| (i, j)))
+                    .map(|(i, j)| hypotheses.get(&[h, i, j]))
+                    .collect();
+                for s in 0..2 {
+                    for l in 0..layers {
+                        let lane = rsm.lane(&[s, l]);
+                        let sim: Vec<f64> = (0..upper_len(p)).map(|k| f64::from(lane[k])).collect();
+                        assert_eq!(upper_index(p, 0, 1), 0);
+                        let ours = compare(comparator, &sim, &hyp);
+                        let engine = alignment.get(&[s, h, c, l, 0]);
+                        assert!(
+                            close(ours, engine),
+                            "{} {comparator} layer {l}: {ours} vs {engine}",
+                            task.name
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        let selection = Selection {
+            task: t,
+            ..Selection::default()
+        };
+        let derived = Derived::for_selection(&bundle, &selection, None).expect("derive");
+        let correlation = bundle
+            .tensor(&model_array(&model.name, &task.name, "correlation"))
+            .expect("correlation");
+        for (m, rows) in derived.correlation.iter().enumerate() {
+            for (l, row) in rows.iter().enumerate() {
+                for (f, &ours) in row.iter().enumerate() {
+                    let engine = correlation.get(&[m, l, f]);
+                    assert!(
+                        close(ours, engine),
+                        "{} measure {m} layer {l} field {f}: {ours} vs {engine}",
+                        task.name
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        if task.attention.is_some() {
+            let stored = bundle
+                .tensor(&model_array(&model.name, &task.name, "attention_ratio"))
+                .expect("attention ratio");
+            for s in 0..2 {
+                for l in 0..layers {
+                    for head in 0..=model.n_head {
+                        let ours = derived.log2_ratio[s][l][head];
+                        let engine = stored.get(&[s, l, head, 0]);
+                        assert!(
+                            close(ours, engine),
+                            "attention state {s} layer {l} head {head}: {ours} vs {engine}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 1000, "checked {checked} numbers");
+}
+
+#[test]
+fn inspect_refuses_what_is_not_a_bundle() {
+    let dir = scratch_dir("inspect");
+    let bad = dir.join("bundle.safetensors.zst");
+    std::fs::write(&bad, b"not a bundle").expect("write");
+    assert_bad_input(
+        &["inspect", bad.to_str().expect("utf-8")],
+        "not a report bundle",
+    );
+    let missing = dir.join("missing.zst");
+    assert_bad_input(
+        &["inspect", missing.to_str().expect("utf-8")],
+        "cannot read the bundle",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn site_refuses_a_missing_folder() {
+    assert_bad_input(
+        &["site", "/nonexistent/reports"],
+        "cannot read the reports folder",
+    );
 }
 
 #[test]

@@ -67,7 +67,7 @@ pub struct LayerHeadHeatmap {
     pub title: String,
     /// Legend text for the colour scale.
     pub value_label: String,
-    /// Block indices on the y axis.
+    /// Block indices on the x axis (heads on the y axis).
     pub layers: Vec<usize>,
     pub n_heads: usize,
     /// Row-major `[layer][head]`; non-finite cells are drawn grey.

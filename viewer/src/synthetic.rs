@@ -102,9 +102,9 @@ pub fn bundle(spec: Spec) -> Bundle {
 
     let mut behavior = Tensor::nan(&[2, targets]);
     let mut improvement = Tensor::nan(&[targets]);
-    let mut skill = vec![0.0; targets];
+    let mut skill = Vec::with_capacity(targets);
     for t in 0..targets {
-        skill[t] = rng.uniform();
+        skill.push(rng.uniform());
         let zero = f64::from(u8::from(rng.uniform() < 0.3));
         let k = f64::from(u8::from(rng.uniform() < 0.3 + 0.5 * skill[t]));
         behavior.set(&[0, t], zero);
