@@ -40,6 +40,9 @@ pub enum Command {
     /// report (HTML with static figures, CSV tables, the data bundle and an
     /// interactive viewer) plus the site index of every report.
     Report(ReportArgs),
+    /// Assemble the shard files of `engine report --shard i/N` runs into the
+    /// report, identical to a single-machine run.
+    Merge(MergeArgs),
     /// Print a report bundle's summary: models, tasks, arrays and sizes.
     Inspect(InspectArgs),
     /// Write the index page over every report in a folder (default: reports/).
@@ -179,8 +182,34 @@ pub struct ReportArgs {
     /// replacing the built-in ones file by file.
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
+    /// Capture only share i of N of the prompts (1 ≤ i ≤ N) into a shard
+    /// file under OUT/shards/, for running one study on many machines;
+    /// `engine merge` assembles the shards into the report.
+    #[arg(long, value_name = "i/N")]
+    pub shard: Option<String>,
+    /// Re-run the report in DIR from what its bundle and run record hold
+    /// (experiment, seeds, models checked by SHA-256) into DIR-reproduced
+    /// (or --out), and say whether the new bundle is identical.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["experiment", "preset", "shard"])]
+    pub reproduce: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Shard files written by `engine report --shard i/N` (all N of them).
+    #[arg(value_name = "SHARD.zip", required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Where to write the report. Default: reports/<experiment name>.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also write the single-file report.
+    #[arg(long)]
+    pub single_file: bool,
+    /// A folder of templates replacing the built-in ones file by file.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -213,8 +242,13 @@ pub struct BenchArgs {
     /// Time the analyses instead, on synthetic embeddings of the size given
     /// by --layers, --prompts, --dim and --permutations (default: Llama-2 70B
     /// on a full run).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bundle")]
     pub analyses: bool,
+    /// Measure the report bundle instead: size, encoding, decoding, the
+    /// viewer's recomputation and SVG drawing, on synthetic studies of the
+    /// default run's size and of Llama-2 70B's.
+    #[arg(long)]
+    pub bundle: bool,
     #[arg(long, value_name = "N", default_value_t = 80, requires = "analyses")]
     pub layers: usize,
     #[arg(long, value_name = "N", default_value_t = 400, requires = "analyses")]
@@ -237,6 +271,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => commands::report::run(&args, cli.quiet),
         Command::Bench(args) => commands::bench::run(&args),
         Command::Inspect(args) => commands::inspect::run(&args),
+        Command::Merge(args) => commands::report::merge::run(&args, cli.quiet),
         Command::Site(args) => commands::site::run(&args, cli.quiet),
     }
 }
@@ -252,7 +287,15 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
                 .downcast_ref::<crate::experiment::ConfigError>()
                 .is_some()
     });
-    if bad_input {
+    let interrupted = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<crate::study::runner::Interrupted>()
+            .is_some()
+    });
+    if interrupted {
+        // The shell's convention for a process stopped by Ctrl-C (128 + SIGINT).
+        130
+    } else if bad_input {
         2
     } else {
         1

@@ -11,5 +11,6 @@ mod commands;
 pub mod default_model;
 pub mod experiment;
 pub mod npz;
+pub mod progress;
 pub mod report;
 pub mod study;

@@ -15,6 +15,7 @@ mod observer;
 mod request;
 mod session;
 
+pub(crate) use llama::supports_gpu_offload;
 pub use llama::{llama_build_info, FlashAttention, GgufSummary};
 pub use request::{
     Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, F32Array,

@@ -94,7 +94,7 @@ pub struct ModelOptions {
 }
 
 /// What a loaded model is.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ModelInfo {
     pub path: PathBuf,
     pub file_len: u64,

@@ -32,6 +32,9 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.analyses {
         return run_analyses(args);
     }
+    if args.bundle {
+        return run_bundle();
+    }
     if args.tokens.is_empty() || args.tokens.contains(&0) || args.repeats == 0 {
         return Err(
             BadInput("--tokens needs positive lengths and --repeats at least 1".into()).into(),
@@ -270,4 +273,65 @@ fn peak_rss_bytes() -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Bundle size and the cost of the report's steps on synthetic studies of
+/// the default run's size and of Llama-2 70B's (80 layers, 64 heads, 400
+/// targets): encoding, decoding, the viewer's recomputation and one redraw's
+/// data, and drawing every figure as SVG.
+fn run_bundle() -> anyhow::Result<()> {
+    use viewer::synthetic::{bundle, Spec};
+    use viewer::view::{figures, Derived, Selection};
+    let default_size = Spec {
+        layers: 30,
+        heads: 9,
+        targets: 36,
+        conditions: 9,
+        seed: 1,
+    };
+    say!("study                     raw MB  bundle MB  encode  decode  derive  figures  svg")?;
+    for (name, spec) in [
+        ("default-sized (30×9, 36)", default_size),
+        ("70B-sized (80×64, 400)", Spec::LLAMA_70B),
+    ] {
+        let b = bundle(spec);
+        let raw: usize = b.tensors.values().map(|t| t.data.len() * 4).sum();
+        let started = Instant::now();
+        let bytes = b.to_safetensors()?;
+        let compressed = zstd::bulk::compress(&bytes, 10)?;
+        let encode = started.elapsed();
+        let started = Instant::now();
+        let decoded = viewer::bundle::Bundle::decode(&compressed)?;
+        let decode = started.elapsed();
+        let started = Instant::now();
+        let selection = Selection {
+            conditions: vec![0, 1],
+            ..Selection::default()
+        }
+        .clamp(&decoded);
+        let derived = Derived::for_selection(&decoded, &selection, None)?;
+        let derive = started.elapsed();
+        let started = Instant::now();
+        let drawn = figures(&decoded, &derived, &selection)?;
+        let figure_data = started.elapsed();
+        let started = Instant::now();
+        for (_, figure) in &drawn {
+            let (w, h) = viewer::charts::figure_size(figure);
+            viewer::charts::render_svg(figure, w, h)?;
+        }
+        let svg = started.elapsed();
+        let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
+        say!(
+            "{name:<25} {:>6.1} {:>10.1}  {:>6}  {:>6}  {:>6}  {:>7}  {:>6}",
+            raw as f64 / 1e6,
+            compressed.len() as f64 / 1e6,
+            ms(encode),
+            ms(decode),
+            ms(derive),
+            ms(figure_data),
+            ms(svg)
+        )?;
+    }
+    say!("(derive: the viewer's recomputation for a subset of conditions; figures: one redraw's data)")?;
+    Ok(())
 }

@@ -1,96 +1,180 @@
 //! `engine report`: an experiment on one or more models, from prompts to a
-//! published report.
+//! published report; `--shard i/N` captures one share of the prompts, and
+//! `engine merge` (see [`merge`]) assembles shards into the report.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::capture::{Model, ModelOptions, Session};
+use anyhow::Context as _;
+
 use crate::cli::{BadInput, ReportArgs};
 use crate::commands::say;
+use crate::experiment::config::ExperimentFile;
 use crate::experiment::Experiment;
+use crate::progress::{duration, note, Mode};
 use crate::report::{self, Provenance, RenderOptions};
+use crate::study::runner::{self, CaptureJob, CaptureOutcome, Shard};
 use crate::study::{self, ModelRun};
 
+mod lock;
+pub(crate) mod merge;
+mod provenance;
+
+use lock::ReportLock;
+pub(crate) use provenance::RunRecord;
+
+/// Everything a report run needs, resolved from the arguments (or from a
+/// report being reproduced, or from shards being merged).
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub experiment: Experiment,
+    pub models: Vec<PathBuf>,
+    pub out: PathBuf,
+    /// Model fingerprints known in advance (merging shards: the model files
+    /// need not be on this machine).
+    pub known_sha256: Vec<Option<String>>,
+    /// The date of the report being reproduced.
+    pub created: Option<String>,
+}
+
 pub(crate) fn run(args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
+    let plan = match &args.reproduce {
+        Some(dir) => provenance::plan_reproduction(dir, args)?,
+        None => plan(args)?,
+    };
+    let reproduced = args.reproduce.clone();
+    publish(&plan, args, quiet)?;
+    if let Some(original) = reproduced {
+        provenance::compare_bundles(&original, &plan.out, quiet)?;
+    }
+    Ok(())
+}
+
+fn plan(args: &ReportArgs) -> anyhow::Result<Plan> {
     let experiment = match (&args.experiment, &args.preset) {
         (Some(path), _) => Experiment::from_path(path)?,
         (None, Some(name)) => Experiment::preset(name)?,
         (None, None) => Experiment::preset("paper")?,
     };
-    let model_paths = model_paths(args, &experiment)?;
+    let models = model_paths(args, &experiment)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| Path::new("reports").join(&experiment.file.name));
-    let data_dir = out.join("data");
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
+    Ok(Plan {
+        known_sha256: vec![None; models.len()],
+        experiment,
+        models,
+        out,
+        created: None,
+    })
+}
+
+/// Runs a plan: capture (through the cache), analyse, publish.
+pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
+    let mode = Mode::detect(quiet);
+    let experiment = &plan.experiment;
+    let out = &plan.out;
+    std::fs::create_dir_all(out.join("data")).map_err(|e| {
         BadInput(format!(
-            "cannot create the report folder `{}`: {e}",
-            data_dir.display()
+            "cannot create the report folder `{}`: {e} — choose another folder with --out",
+            out.display()
         ))
     })?;
+    let _lock = ReportLock::acquire(out)?;
+    install_interrupt_handler();
+    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    let cache_root = runner::cache_root(out);
+    let mut record = RunRecord::start(plan);
 
-    let mut progress = std::io::stderr();
-    let mut runs = Vec::new();
-    for path in &model_paths {
-        let model = Model::load(&ModelOptions {
-            path: path.clone(),
+    let mut runs: Vec<ModelRun> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut shard_caches = Vec::new();
+    for (m, path) in plan.models.iter().enumerate() {
+        let name = unique_name(&names, path);
+        names.push(name.clone());
+        let job = CaptureJob {
+            experiment,
+            model_path: path,
+            name: name.clone(),
             n_gpu_layers: args.runtime.n_gpu_layers,
-        })?;
-        let info = model.info().clone();
-        let layers = experiment.layers(info.n_layer)?;
-        let tokenized = study::tokenize_all(&model, &experiment)?;
-        let base = args.runtime.context_options();
-        let options = study::context_for(&experiment, &tokenized, &model, base)?;
-        let mut session = Session::new(&model, options)?;
-        let name = unique_name(&runs, path);
-        if !quiet {
-            let _ = writeln!(
-                progress,
-                "{name}: {} prompts, {} layers",
-                experiment.prompts.len(),
-                layers.len()
-            );
+            context: args.runtime.context_options(),
+            cache_root: &cache_root,
+            shard,
+            progress: mode,
+            known_sha256: plan.known_sha256.get(m).cloned().flatten(),
+        };
+        match runner::capture_model(&job)? {
+            CaptureOutcome::Complete(run) => {
+                record.capture(&run);
+                runs.push(run);
+            }
+            CaptureOutcome::Shard {
+                cache,
+                captured,
+                owned,
+                sha256,
+            } => {
+                record.shard_capture(&name, captured, owned);
+                shard_caches.push((name, path.clone(), sha256, cache));
+            }
         }
-        let started = Instant::now();
-        let sink: Option<&mut dyn Write> = if quiet { None } else { Some(&mut progress) };
-        let records = study::capture_all(&mut session, &experiment, &tokenized, &layers, sink)?;
-        runs.push(ModelRun {
-            name,
-            info,
-            layers,
-            records,
-            capture_seconds: started.elapsed().as_secs_f64(),
-        });
+    }
+    if let Some(shard) = shard {
+        let file = merge::write_shard(out, experiment, shard, &shard_caches, &args.runtime)?;
+        if !quiet {
+            say!(
+                "wrote   {} (shard {} of {}); assemble the report with `engine merge {}/shards/*.zip --out {}`",
+                file.display(),
+                shard.index,
+                shard.count,
+                out.display(),
+                out.display()
+            )?;
+        }
+        return Ok(());
     }
 
     let started = Instant::now();
-    let results = study::analyze(&experiment, &runs)?;
-    if !quiet {
-        let _ = writeln!(
-            progress,
-            "analyses took {:.1} s",
-            started.elapsed().as_secs_f64()
+    if mode != Mode::Quiet {
+        note!(
+            "analyses: {} models × {} tasks…",
+            runs.len(),
+            experiment.tasks.len()
         );
     }
+    let results = study::analyze(experiment, &runs)?;
+    record.stage("analyses", started.elapsed().as_secs_f64());
+    if mode != Mode::Quiet {
+        note!(
+            "analyses: done in {}",
+            duration(started.elapsed().as_secs_f64())
+        );
+    }
+
+    let started = Instant::now();
+    let data_dir = out.join("data");
     results.write(&data_dir)?;
     if args.save_embeddings {
         let path = data_dir.join("embeddings.safetensors");
-        study::export::write_embeddings(&path, &experiment, &runs)?;
+        study::export::write_embeddings(&path, experiment, &runs)?;
     }
-    let started = Instant::now();
-    let bundle = report::build_bundle(&experiment, &runs, &results, &Provenance::current())?;
+    let mut provenance = Provenance::current();
+    if let Some(created) = &plan.created {
+        provenance.created = created.clone();
+    }
+    let bundle = report::build_bundle(experiment, &runs, &results, &provenance)?;
     let bundle_path = out.join(viewer::bundle::FILE_NAME);
     let bundle_bytes = report::write_bundle(&bundle_path, &bundle)?;
     let mut options = RenderOptions {
         single_file: false,
         templates: args.templates.clone(),
     };
-    let page = report::render_report(&out, &bundle, &options)?;
+    let page = report::render_report(out, &bundle, &options)?;
     let single = if args.single_file {
         options.single_file = true;
-        Some(report::render_report(&out, &bundle, &options)?)
+        Some(report::render_report(out, &bundle, &options)?)
     } else {
         None
     };
@@ -99,13 +183,17 @@ pub(crate) fn run(args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
         Some(root) => Some(report::write_site(root, args.templates.as_deref())?.0),
         None => None,
     };
-    if !quiet {
-        let _ = writeln!(
-            progress,
-            "rendering took {:.1} s",
-            started.elapsed().as_secs_f64()
+    record.stage("rendering", started.elapsed().as_secs_f64());
+    if mode != Mode::Quiet {
+        note!(
+            "rendering: {} figures in {}",
+            page.figures,
+            duration(started.elapsed().as_secs_f64())
         );
-        for line in results.summary(&experiment, &runs) {
+    }
+    record.write(out)?;
+    if !quiet {
+        for line in results.summary(experiment, &runs) {
             say!("{line}")?;
         }
         say!("wrote   {}", data_dir.display())?;
@@ -127,6 +215,42 @@ pub(crate) fn run(args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The first Ctrl-C asks the capture to stop after the prompt in flight
+/// (everything captured is saved); a second one stops at once.
+fn install_interrupt_handler() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            use std::sync::atomic::Ordering;
+            if runner::INTERRUPTED.swap(true, Ordering::SeqCst) {
+                let _ = writeln!(std::io::stderr(), "\nstopped");
+                std::process::exit(130);
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nstopping after the prompt in flight (Ctrl-C again to stop at once)…"
+            );
+        });
+    });
+}
+
+/// `i/N` → the shard, 1 ≤ i ≤ N.
+pub(crate) fn parse_shard(text: &str) -> anyhow::Result<Shard> {
+    let parsed = text.split_once('/').and_then(|(i, n)| {
+        Some((
+            i.trim().parse::<usize>().ok()?,
+            n.trim().parse::<usize>().ok()?,
+        ))
+    });
+    match parsed {
+        Some((index, count)) if index >= 1 && index <= count => Ok(Shard { index, count }),
+        _ => Err(BadInput(format!(
+            "--shard `{text}` is not a share: write it as i/N with 1 ≤ i ≤ N, e.g. --shard 3/8 (with Slurm: --shard $((SLURM_ARRAY_TASK_ID))/$SLURM_ARRAY_TASK_COUNT)"
+        ))
+        .into()),
+    }
 }
 
 fn model_paths(args: &ReportArgs, experiment: &Experiment) -> anyhow::Result<Vec<PathBuf>> {
@@ -151,16 +275,26 @@ fn model_paths(args: &ReportArgs, experiment: &Experiment) -> anyhow::Result<Vec
 }
 
 /// The model's file stem, made unique among the runs so far.
-fn unique_name(runs: &[ModelRun], path: &Path) -> String {
+fn unique_name(taken: &[String], path: &Path) -> String {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     let mut name = stem.clone();
     let mut n = 2;
-    while runs.iter().any(|r| r.name == name) {
+    while taken.contains(&name) {
         name = format!("{stem}-{n}");
         n += 1;
     }
     name
+}
+
+/// An experiment rebuilt from the JSON a manifest or a shard recorded.
+pub(crate) fn experiment_from_json(
+    value: &serde_json::Value,
+    origin: &str,
+) -> anyhow::Result<Experiment> {
+    let file: ExperimentFile = serde_json::from_value(value.clone())
+        .with_context(|| format!("the experiment recorded in {origin} cannot be read"))?;
+    Ok(Experiment::build(file, origin, None)?)
 }

@@ -98,16 +98,16 @@ fn quantization(description: &str) -> String {
         .to_string()
 }
 
-fn model_entry(run: &ModelRun) -> anyhow::Result<ModelEntry> {
+fn model_entry(run: &ModelRun) -> ModelEntry {
     let info = &run.info;
-    Ok(ModelEntry {
+    ModelEntry {
         name: run.name.clone(),
         file_name: info
             .path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        sha256: file_sha256(&info.path)?,
+        sha256: run.sha256.clone(),
         size_bytes: info.file_len,
         architecture: info.architecture.clone(),
         description: info.description.clone(),
@@ -117,7 +117,7 @@ fn model_entry(run: &ModelRun) -> anyhow::Result<ModelEntry> {
         n_head: info.n_head,
         n_head_kv: info.n_head_kv,
         layers: run.layers.clone(),
-    })
+    }
 }
 
 fn task_entries(experiment: &Experiment, results: &StudyResults) -> Vec<TaskEntry> {
@@ -176,10 +176,7 @@ pub fn build_bundle(
     results: &StudyResults,
     provenance: &Provenance,
 ) -> anyhow::Result<Bundle> {
-    let models = runs
-        .iter()
-        .map(model_entry)
-        .collect::<anyhow::Result<_>>()?;
+    let models = runs.iter().map(model_entry).collect();
     let prompts = experiment
         .prompts
         .iter()

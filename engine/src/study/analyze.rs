@@ -36,6 +36,8 @@ pub struct ModelRun {
     /// Block indices analysed, in order; embeddings hold these layers.
     pub layers: Vec<usize>,
     pub records: Vec<PromptRecord>,
+    /// SHA-256 of the model file.
+    pub sha256: String,
     pub capture_seconds: f64,
 }
 

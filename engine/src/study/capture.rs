@@ -85,81 +85,14 @@ pub fn capture_all(
     layers: &[usize],
     mut progress: Option<&mut dyn Write>,
 ) -> Result<Vec<PromptRecord>, CaptureError> {
-    let model = session.model();
-    let info = model.info().clone();
     let started = Instant::now();
     let total = experiment.prompts.len();
     let mut records = Vec::with_capacity(total);
     let mut next_report = 0;
-    for (p, (tokens, anchors)) in experiment
-        .prompts
-        .iter()
-        .zip(tokenized.tokens.iter().zip(&tokenized.anchors))
-    {
-        let task = &experiment.tasks[p.task];
-        let n = tokens.len();
-        let pooling = match &experiment.pooling {
-            PoolingChoice::Last => Pooling::Token(n - 1),
-            PoolingChoice::Mean(label) => Pooling::Mean(segment_tokens(p, anchors, label)?),
-            PoolingChoice::Max(label) => Pooling::Max(segment_tokens(p, anchors, label)?),
-        };
-        let attention_spans = match &task.attention_segments {
-            Some((relevant, distractor)) => Some((
-                segment_tokens(p, anchors, relevant)?,
-                segment_tokens(p, anchors, distractor)?,
-            )),
-            None => None,
-        };
-        let request = CaptureRequest {
-            hidden: HiddenRequest::Pooled(vec![pooling]),
-            attention: attention_spans.as_ref().map(|(r, d)| AttentionRequest {
-                queries: vec![n - 1],
-                keep: AttentionKeep::SpanMass(vec![r.clone(), d.clone()]),
-            }),
-            final_norm: false,
-            all_logits: false,
-        };
-        let activations = session.capture(tokens, &request)?;
-        let generated_tokens = session.continue_greedy(experiment.file.capture.max_new_tokens)?;
-        let generated = model.detokenize(&generated_tokens);
-        let score = scoring::score(task.scoring, &task.instances[p.target], &generated);
-
-        let hidden = activations
-            .hidden
-            .ok_or_else(|| CaptureError::Decode("no hidden states captured".into()))?;
-        let mut embedding = Vec::with_capacity(layers.len() * info.n_embd);
-        for &layer in layers {
-            embedding.extend_from_slice(hidden.row(&[0, layer]));
-        }
-        let attention_mass = activations.attention.map(|a| {
-            let mut kept = Vec::with_capacity(layers.len() * info.n_head * 2);
-            for &layer in layers {
-                for head in 0..info.n_head {
-                    kept.extend_from_slice(a.row(&[layer, head, 0]));
-                }
-            }
-            kept
-        });
-        let mut token_spans: Vec<(String, Range<usize>)> = p
-            .segments
-            .iter()
-            .filter_map(|(label, ranges)| {
-                ranges
-                    .first()
-                    .map(|b| (label.clone(), spans::tokens_in(anchors, b)))
-            })
-            .collect();
-        token_spans.sort_by(|a, b| a.1.start.cmp(&b.1.start).then(a.0.cmp(&b.0)));
-        records.push(PromptRecord {
-            prompt: p.id,
-            n_tokens: n,
-            token_spans,
-            embedding,
-            attention_mass,
-            span_lengths: attention_spans.map(|(r, d)| (r.len(), d.len())),
-            generated,
-            score,
-        });
+    for p in &experiment.prompts {
+        records.push(capture_prompt(
+            session, experiment, tokenized, p.id, layers,
+        )?);
         let done = records.len();
         if let Some(out) = progress.as_mut() {
             if done >= next_report || done == total {
@@ -172,4 +105,82 @@ pub fn capture_all(
         }
     }
     Ok(records)
+}
+
+/// Captures, generates and scores prompt `index` of the experiment.
+pub fn capture_prompt(
+    session: &mut Session<'_>,
+    experiment: &Experiment,
+    tokenized: &Tokenized,
+    index: usize,
+    layers: &[usize],
+) -> Result<PromptRecord, CaptureError> {
+    let model = session.model();
+    let info = model.info().clone();
+    let p = &experiment.prompts[index];
+    let (tokens, anchors) = (&tokenized.tokens[index], &tokenized.anchors[index]);
+    let task = &experiment.tasks[p.task];
+    let n = tokens.len();
+    let pooling = match &experiment.pooling {
+        PoolingChoice::Last => Pooling::Token(n - 1),
+        PoolingChoice::Mean(label) => Pooling::Mean(segment_tokens(p, anchors, label)?),
+        PoolingChoice::Max(label) => Pooling::Max(segment_tokens(p, anchors, label)?),
+    };
+    let attention_spans = match &task.attention_segments {
+        Some((relevant, distractor)) => Some((
+            segment_tokens(p, anchors, relevant)?,
+            segment_tokens(p, anchors, distractor)?,
+        )),
+        None => None,
+    };
+    let request = CaptureRequest {
+        hidden: HiddenRequest::Pooled(vec![pooling]),
+        attention: attention_spans.as_ref().map(|(r, d)| AttentionRequest {
+            queries: vec![n - 1],
+            keep: AttentionKeep::SpanMass(vec![r.clone(), d.clone()]),
+        }),
+        final_norm: false,
+        all_logits: false,
+    };
+    let activations = session.capture(tokens, &request)?;
+    let generated_tokens = session.continue_greedy(experiment.file.capture.max_new_tokens)?;
+    let generated = model.detokenize(&generated_tokens);
+    let score = scoring::score(task.scoring, &task.instances[p.target], &generated);
+
+    let hidden = activations
+        .hidden
+        .ok_or_else(|| CaptureError::Decode("no hidden states captured".into()))?;
+    let mut embedding = Vec::with_capacity(layers.len() * info.n_embd);
+    for &layer in layers {
+        embedding.extend_from_slice(hidden.row(&[0, layer]));
+    }
+    let attention_mass = activations.attention.map(|a| {
+        let mut kept = Vec::with_capacity(layers.len() * info.n_head * 2);
+        for &layer in layers {
+            for head in 0..info.n_head {
+                kept.extend_from_slice(a.row(&[layer, head, 0]));
+            }
+        }
+        kept
+    });
+    let mut token_spans: Vec<(String, Range<usize>)> = p
+        .segments
+        .iter()
+        .filter_map(|(label, ranges)| {
+            ranges
+                .first()
+                .map(|b| (label.clone(), spans::tokens_in(anchors, b)))
+        })
+        .collect();
+    token_spans.sort_by(|a, b| a.1.start.cmp(&b.1.start).then(a.0.cmp(&b.0)));
+    Ok(PromptRecord {
+        prompt: p.id,
+        n_tokens: n,
+        token_spans,
+        embedding,
+        attention_mass,
+        span_lengths: attention_spans.map(|(r, d)| (r.len(), d.len())),
+        generated,
+        score,
+    })
 }

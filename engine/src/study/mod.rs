@@ -3,12 +3,14 @@
 
 pub mod analyze;
 pub mod behavior;
+pub mod cache;
 pub mod capture;
 pub mod export;
+pub mod runner;
 mod summary;
 
 pub use analyze::{analyze, ModelRun, StudyResults};
-pub use capture::{capture_all, tokenize_all, PromptRecord, Tokenized};
+pub use capture::{capture_all, capture_prompt, tokenize_all, PromptRecord, Tokenized};
 
 use crate::capture::{CaptureError, ContextOptions, Model};
 use crate::experiment::Experiment;

@@ -1,0 +1,226 @@
+//! The capture cache: every captured prompt saved on disk as soon as it is
+//! done, so that an interrupted run (Ctrl-C, a crash, a full disk, a killed
+//! cluster job) resumes where it stopped and a finished run re-renders in
+//! seconds.
+//!
+//! One folder per model file, named by the file's SHA-256; one file per
+//! prompt, named by a hash of everything its capture depends on: the cache
+//! format, the model's hash, the prompt's text and segments, the capture
+//! options, the analysed layers and the attention path. Change any of them
+//! and only the affected prompts are captured again. Scores are not cached:
+//! they are recomputed from the cached answer, so a change to scoring rules
+//! costs nothing. Every file is written atomically (temporary file, then
+//! rename), so a file that exists is complete; a damaged one is ignored and
+//! captured again.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::capture::PromptRecord;
+use crate::capture::ModelInfo;
+use crate::experiment::{scoring, Experiment};
+
+/// Bump when what a cached record means changes.
+pub const CACHE_FORMAT: u32 = 1;
+/// The first bytes of a cached record.
+const MAGIC: &[u8; 8] = b"ICLREC1\n";
+
+/// The cache of one model.
+#[derive(Debug, Clone)]
+pub struct PromptCache {
+    dir: PathBuf,
+    model_sha256: String,
+}
+
+/// What is stored of a record besides its arrays.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    prompt: usize,
+    n_tokens: usize,
+    token_spans: Vec<(String, usize, usize)>,
+    span_lengths: Option<(usize, usize)>,
+    generated: String,
+    embedding: usize,
+    attention: Option<usize>,
+}
+
+/// The capture settings outside the experiment that change the numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureSettings {
+    /// `auto`, `on` or `off`: recomputed vs llama.cpp's own attention.
+    pub flash_attention: String,
+    /// GPU and CPU kernels round differently.
+    pub n_gpu_layers: i32,
+}
+
+impl PromptCache {
+    /// The cache of the model with hash `model_sha256` under `root`.
+    pub fn open(root: &Path, model_sha256: &str) -> anyhow::Result<PromptCache> {
+        let short = model_sha256.get(..16).unwrap_or(model_sha256);
+        let dir = root.join(short);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the capture cache `{}`", dir.display()))?;
+        Ok(PromptCache {
+            dir,
+            model_sha256: model_sha256.to_string(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The key of prompt `index` of `experiment`.
+    pub fn key(
+        &self,
+        experiment: &Experiment,
+        index: usize,
+        layers: &[usize],
+        settings: &CaptureSettings,
+    ) -> String {
+        let p = &experiment.prompts[index];
+        let task = &experiment.tasks[p.task];
+        let identity = serde_json::json!({
+            "format": CACHE_FORMAT,
+            "model": self.model_sha256,
+            "text": p.text,
+            "segments": p.segments,
+            "attention": task.attention_segments,
+            "capture": experiment.file.capture,
+            "layers": layers,
+            "settings": settings,
+        });
+        hex(&Sha256::digest(identity.to_string().as_bytes()))
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.rec"))
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.path(key).is_file()
+    }
+
+    /// The cached record of `key`, its score recomputed; `None` when absent
+    /// or unreadable (then it is captured again).
+    pub fn get(&self, key: &str, experiment: &Experiment) -> Option<PromptRecord> {
+        let bytes = std::fs::read(self.path(key)).ok()?;
+        match decode(&bytes, experiment) {
+            Some(record) => Some(record),
+            None => {
+                tracing::warn!(
+                    "ignoring a damaged cache entry {}",
+                    self.path(key).display()
+                );
+                None
+            }
+        }
+    }
+
+    pub fn put(&self, key: &str, record: &PromptRecord) -> anyhow::Result<()> {
+        let path = self.path(key);
+        let bytes = encode(record)?;
+        crate::atomic::write_atomically(&path, |w| w.write_all(&bytes)).with_context(|| {
+            format!(
+                "cannot save a captured prompt to `{}` (is the disk full?)",
+                path.display()
+            )
+        })
+    }
+
+    /// The model's description, saved so that a fully cached run needs no
+    /// model at all.
+    pub fn model_info(&self) -> Option<ModelInfo> {
+        let text = std::fs::read_to_string(self.dir.join("model.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn put_model_info(&self, info: &ModelInfo) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(info)?;
+        let path = self.dir.join("model.json");
+        crate::atomic::write_atomically(&path, |w| w.write_all(text.as_bytes()))
+            .with_context(|| format!("cannot write `{}`", path.display()))
+    }
+}
+
+fn encode(record: &PromptRecord) -> anyhow::Result<Vec<u8>> {
+    let header = Header {
+        prompt: record.prompt,
+        n_tokens: record.n_tokens,
+        token_spans: record
+            .token_spans
+            .iter()
+            .map(|(name, r)| (name.clone(), r.start, r.end))
+            .collect(),
+        span_lengths: record.span_lengths,
+        generated: record.generated.clone(),
+        embedding: record.embedding.len(),
+        attention: record.attention_mass.as_ref().map(Vec::len),
+    };
+    let json = serde_json::to_vec(&header)?;
+    let mut out = Vec::with_capacity(16 + json.len() + 4 * record.embedding.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for x in record
+        .embedding
+        .iter()
+        .chain(record.attention_mass.iter().flatten())
+    {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    Ok(out)
+}
+
+fn decode(bytes: &[u8], experiment: &Experiment) -> Option<PromptRecord> {
+    let mut input = bytes;
+    let mut magic = [0u8; 8];
+    input.read_exact(&mut magic).ok()?;
+    if &magic != MAGIC {
+        return None;
+    }
+    let mut len = [0u8; 8];
+    input.read_exact(&mut len).ok()?;
+    let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+    let json = input.get(..len)?;
+    let header: Header = serde_json::from_slice(json).ok()?;
+    let data = &input[len..];
+    let floats = header.embedding + header.attention.unwrap_or(0);
+    if data.len() != 4 * floats {
+        return None;
+    }
+    let values: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let (embedding, attention) = values.split_at(header.embedding);
+    let prompt = experiment.prompts.get(header.prompt)?;
+    let task = &experiment.tasks[prompt.task];
+    let score = scoring::score(
+        task.scoring,
+        &task.instances[prompt.target],
+        &header.generated,
+    );
+    Some(PromptRecord {
+        prompt: header.prompt,
+        n_tokens: header.n_tokens,
+        token_spans: header
+            .token_spans
+            .into_iter()
+            .map(|(name, start, end)| (name, start..end))
+            .collect(),
+        embedding: embedding.to_vec(),
+        attention_mass: header.attention.map(|_| attention.to_vec()),
+        span_lengths: header.span_lengths,
+        generated: header.generated,
+        score,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,260 @@
+//! Capturing an experiment on one model through the cache: prompts already
+//! captured are read back, the rest are captured and saved one by one, so a
+//! run can stop at any prompt and resume there. A shard captures only its
+//! share of the prompts.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context as _;
+
+use super::cache::{CaptureSettings, PromptCache};
+use super::capture::{capture_prompt, tokenize_all};
+use super::ModelRun;
+use crate::capture::{ContextOptions, Model, ModelOptions, Session};
+use crate::experiment::Experiment;
+use crate::progress::{Mode, Progress};
+
+/// Set by Ctrl-C: the capture loop stops after the prompt in flight.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The run stopped on request; everything captured so far is saved.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted: {done} of {total} prompts of `{model}` are captured and saved; run the same command again to resume"
+)]
+pub struct Interrupted {
+    pub model: String,
+    pub done: usize,
+    pub total: usize,
+}
+
+/// The model file changed under a running capture.
+#[derive(Debug, thiserror::Error)]
+#[error("the model file `{0}` changed during the run; the prompts captured before the change are kept under the old file's fingerprint — run again to capture with the new file")]
+pub struct ModelChanged(pub String);
+
+/// Which share of the prompts a machine captures: `index` of `count`
+/// (1-based, as Slurm's array task ids usually are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Prompts are dealt round-robin, so every shard gets a similar mix of
+    /// short 0-shot and long k-shot prompts.
+    pub fn owns(&self, prompt: usize) -> bool {
+        prompt % self.count == self.index - 1
+    }
+}
+
+/// One model's capture job.
+#[derive(Debug)]
+pub struct CaptureJob<'a> {
+    pub experiment: &'a Experiment,
+    pub model_path: &'a Path,
+    /// A unique short name for the report.
+    pub name: String,
+    pub n_gpu_layers: i32,
+    pub context: ContextOptions,
+    pub cache_root: &'a Path,
+    pub shard: Option<Shard>,
+    pub progress: Mode,
+    /// The model file's SHA-256 when already known (merging shards, where
+    /// the file itself may be elsewhere).
+    pub known_sha256: Option<String>,
+}
+
+/// What a job produced: the whole run, or (for a shard) how many prompts
+/// it captured.
+#[derive(Debug)]
+pub enum CaptureOutcome {
+    Complete(ModelRun),
+    Shard {
+        cache: PromptCache,
+        captured: usize,
+        owned: usize,
+        sha256: String,
+    },
+}
+
+/// `(length, modification time)`: enough to notice a replaced model file.
+fn file_stamp(path: &Path) -> Option<(u64, SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+/// The model file's SHA-256, remembered per (path, length, modification
+/// time) under `cache_root`, so that a 40 GB model is hashed once.
+pub fn model_fingerprint(path: &Path, cache_root: &Path) -> anyhow::Result<String> {
+    let stamp = file_stamp(path).ok_or_else(|| {
+        crate::cli::BadInput(format!(
+            "cannot read the model `{}` — check the path given with --model",
+            path.display()
+        ))
+    })?;
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let since_epoch = stamp
+        .1
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let memo_key = format!("{}\t{}\t{}", canonical.display(), stamp.0, since_epoch);
+    let memo_path = cache_root.join("fingerprints.tsv");
+    let memo = std::fs::read_to_string(&memo_path).unwrap_or_default();
+    for line in memo.lines() {
+        if let Some((key, sha)) = line.rsplit_once('\t') {
+            if key == memo_key {
+                return Ok(sha.to_string());
+            }
+        }
+    }
+    let sha = crate::report::bundle::file_sha256(path)?;
+    std::fs::create_dir_all(cache_root)
+        .with_context(|| format!("cannot create `{}`", cache_root.display()))?;
+    let updated = format!("{memo}{memo_key}\t{sha}\n");
+    crate::atomic::write_atomically(&memo_path, |w| {
+        std::io::Write::write_all(w, updated.as_bytes())
+    })?;
+    Ok(sha)
+}
+
+/// Runs `job`: reads what the cache has, captures the rest.
+pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
+    let experiment = job.experiment;
+    let started = Instant::now();
+    let sha256 = match &job.known_sha256 {
+        Some(sha) => sha.clone(),
+        None => model_fingerprint(job.model_path, job.cache_root)?,
+    };
+    let stamp = file_stamp(job.model_path);
+    let cache = PromptCache::open(job.cache_root, &sha256)?;
+    let settings = CaptureSettings {
+        flash_attention: format!("{:?}", job.context.flash_attention).to_lowercase(),
+        n_gpu_layers: job.n_gpu_layers,
+    };
+    let owned: Vec<usize> = (0..experiment.prompts.len())
+        .filter(|&p| job.shard.is_none_or(|s| s.owns(p)))
+        .collect();
+
+    let mut model: Option<Model> = None;
+    // A cached description serves while the file is unchanged, or absent
+    // (merging shards on a machine without the model).
+    let cached = cache
+        .model_info()
+        .filter(|i| stamp.is_none_or(|s| s.0 == i.file_len));
+    let info = match cached {
+        Some(mut info) => {
+            info.path = job.model_path.to_path_buf();
+            info
+        }
+        None => {
+            let loaded = Model::load(&ModelOptions {
+                path: job.model_path.to_path_buf(),
+                n_gpu_layers: job.n_gpu_layers,
+            })?;
+            let info = loaded.info().clone();
+            cache.put_model_info(&info)?;
+            model = Some(loaded);
+            info
+        }
+    };
+    let layers = experiment.layers(info.n_layer)?;
+    let keys: Vec<String> = (0..experiment.prompts.len())
+        .map(|p| cache.key(experiment, p, &layers, &settings))
+        .collect();
+    let missing: Vec<usize> = owned
+        .iter()
+        .copied()
+        .filter(|&p| !cache.contains(&keys[p]))
+        .collect();
+
+    let mut progress = Progress::new(
+        job.progress,
+        format!("capture {}", job.name),
+        "prompts",
+        owned.len(),
+    );
+    progress.skip(owned.len() - missing.len());
+    if !missing.is_empty() {
+        if owned.len() > missing.len() {
+            progress.note(&format!(
+                "{}: resuming, {} of {} prompts already captured",
+                job.name,
+                owned.len() - missing.len(),
+                owned.len()
+            ));
+        }
+        let model = match model.take() {
+            Some(m) => m,
+            None => Model::load(&ModelOptions {
+                path: job.model_path.to_path_buf(),
+                n_gpu_layers: job.n_gpu_layers,
+            })?,
+        };
+        let tokenized = tokenize_all(&model, experiment)?;
+        let options = super::context_for(experiment, &tokenized, &model, job.context.clone())?;
+        let mut session = Session::new(&model, options)?;
+        for (n, &p) in missing.iter().enumerate() {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                progress.finish("interrupted");
+                return Err(Interrupted {
+                    model: job.name.clone(),
+                    done: owned.len() - missing.len() + n,
+                    total: owned.len(),
+                }
+                .into());
+            }
+            if file_stamp(job.model_path) != stamp {
+                return Err(ModelChanged(job.model_path.display().to_string()).into());
+            }
+            let record = capture_prompt(&mut session, experiment, &tokenized, p, &layers)?;
+            cache.put(&keys[p], &record)?;
+            progress.tick();
+        }
+    }
+    let captured = missing.len();
+    progress.finish(&format!(
+        "{} prompts ({} captured now, {} from the cache) in {}",
+        owned.len(),
+        captured,
+        owned.len() - captured,
+        crate::progress::duration(started.elapsed().as_secs_f64())
+    ));
+    if job.shard.is_some() {
+        return Ok(CaptureOutcome::Shard {
+            cache,
+            captured,
+            owned: owned.len(),
+            sha256,
+        });
+    }
+    let records = keys
+        .iter()
+        .enumerate()
+        .map(|(p, key)| {
+            cache.get(key, experiment).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "prompt {p} is missing from the capture cache `{}` although it was just written",
+                    cache.dir().display()
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(CaptureOutcome::Complete(ModelRun {
+        name: job.name.clone(),
+        info,
+        layers,
+        records,
+        sha256,
+        capture_seconds: started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// Where a report's capture cache lives.
+pub fn cache_root(report_dir: &Path) -> PathBuf {
+    report_dir.join("cache")
+}
