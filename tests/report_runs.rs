@@ -1,0 +1,319 @@
+//! `engine report` as a long-running job: interrupted runs resume and give
+//! the same bytes, Ctrl-C stops cleanly, one writer per folder, shards merge
+//! into the single-machine report, a report reproduces itself, and only
+//! what a change affects is captured again. Real default model.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const SMALL_EXPERIMENT: &str = include_str!("fixtures/small-experiment.toml");
+/// Every run of this file uses the same date, so that reports made on
+/// either side of midnight still compare byte for byte.
+const DATE: &str = "1790000000";
+
+fn engine(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", DATE)
+        .output()
+        .expect("run the engine binary")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("engine-runs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+fn experiment_file(dir: &Path) -> String {
+    let path = dir.join("small.toml");
+    std::fs::write(&path, SMALL_EXPERIMENT).expect("write experiment");
+    path.to_str().expect("utf-8").to_string()
+}
+
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr + &String::from_utf8_lossy(&out.stdout)
+}
+
+/// An uninterrupted run of the small experiment: the reference bundle.
+fn reference() -> &'static Path {
+    static REFERENCE: OnceLock<PathBuf> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let dir = scratch("reference");
+        let out = dir.join("reports").join("small");
+        let experiment = experiment_file(&dir);
+        ok(&engine(&[
+            "report",
+            "-q",
+            &experiment,
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]));
+        out
+    })
+}
+
+fn same_report(a: &Path, b: &Path) {
+    for file in [
+        "bundle.safetensors.zst",
+        "index.html",
+        "data/rsa_alignment.csv",
+        "data/prompts.csv",
+    ] {
+        let x = std::fs::read(a.join(file)).expect("read");
+        let y = std::fs::read(b.join(file)).expect("read");
+        assert!(
+            x == y,
+            "{file} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+fn cached_prompts(out: &Path) -> usize {
+    let Ok(models) = std::fs::read_dir(out.join("cache")) else {
+        return 0;
+    };
+    models
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten())
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "rec"))
+        .count()
+}
+
+/// Starts a report run and stops it with `signal` once `after` prompts are
+/// in the cache; returns the exit status.
+fn interrupt(experiment: &str, out: &Path, signal: &str, after: usize) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["report", experiment, "--out", out.to_str().expect("utf-8")])
+        .env("SOURCE_DATE_EPOCH", DATE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the engine");
+    let started = Instant::now();
+    while cached_prompts(out) < after && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("send the signal");
+    assert!(status.success());
+    child.wait_with_output().expect("wait for the engine")
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_bytes() {
+    let dir = scratch("killed");
+    let experiment = experiment_file(&dir);
+    let out = dir.join("reports").join("small");
+    let killed = interrupt(&experiment, &out, "-KILL", 5);
+    assert!(!killed.status.success());
+    let kept = cached_prompts(&out);
+    assert!((5..16).contains(&kept), "{kept} prompts kept");
+    assert!(
+        !out.join("bundle.safetensors.zst").exists(),
+        "nothing half-written left as if complete"
+    );
+    // A stale lock of the killed process does not block the resumed run.
+    let resumed = ok(&engine(&[
+        "report",
+        &experiment,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]));
+    assert!(
+        resumed.contains(&format!("resuming, {kept} of 16 prompts already captured")),
+        "{resumed}"
+    );
+    same_report(reference(), &out);
+
+    // After completion, a run only re-renders: nothing is captured again.
+    let again = ok(&engine(&[
+        "report",
+        &experiment,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]));
+    assert!(
+        again.contains("(0 captured now, 16 from the cache)"),
+        "{again}"
+    );
+    same_report(reference(), &out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_says_how_to_resume() {
+    let dir = scratch("ctrl-c");
+    let experiment = experiment_file(&dir);
+    let out = dir.join("reports").join("small");
+    let stopped = interrupt(&experiment, &out, "-INT", 3);
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("captured and saved; run the same command again to resume"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !out.join(".engine-report.lock").exists(),
+        "the lock is released"
+    );
+    ok(&engine(&[
+        "report",
+        "-q",
+        &experiment,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]));
+    same_report(reference(), &out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_folder_being_written_by_another_run_is_refused() {
+    let dir = scratch("locked");
+    let experiment = experiment_file(&dir);
+    let out = dir.join("reports").join("small");
+    std::fs::create_dir_all(&out).expect("create");
+    // This test process is alive: its id in the lock means "busy".
+    std::fs::write(
+        out.join(".engine-report.lock"),
+        format!("{}\n", std::process::id()),
+    )
+    .expect("write lock");
+    let refused = engine(&["report", &experiment, "--out", out.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is writing to"), "{stderr}");
+    assert!(
+        out.join(".engine-report.lock").exists(),
+        "someone else's lock stays"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unwritable_output_folder_is_a_clear_error() {
+    let refused = engine(&["report", "--out", "/dev/null/report"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot create the report folder `/dev/null/report`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn shards_merge_into_the_single_machine_report() {
+    let dir = scratch("shards");
+    let experiment = experiment_file(&dir);
+    let mut shard_files = Vec::new();
+    for i in 1..=3 {
+        let out = dir.join(format!("machine-{i}"));
+        ok(&engine(&[
+            "report",
+            "-q",
+            &experiment,
+            "--shard",
+            &format!("{i}/3"),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]));
+        let file = out.join("shards").join(format!("shard-{i}-of-3.zip"));
+        assert!(file.is_file());
+        // A shard captures its share only.
+        let share = cached_prompts(&out);
+        assert!(
+            (5..=6).contains(&share),
+            "shard {i} captured {share} prompts"
+        );
+        shard_files.push(file.to_str().expect("utf-8").to_string());
+    }
+    let merged = dir.join("reports").join("small");
+    let mut args = vec!["merge", "-q"];
+    args.extend(shard_files[..2].iter().map(String::as_str));
+    args.extend(["--out", merged.to_str().expect("utf-8")]);
+    let missing = engine(&args);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("shards 3 of 3 are missing"), "{stderr}");
+
+    let mut args = vec!["merge", "-q"];
+    args.extend(shard_files.iter().map(String::as_str));
+    args.extend(["--out", merged.to_str().expect("utf-8")]);
+    ok(&engine(&args));
+    same_report(reference(), &merged);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_shard_argument_is_a_clear_error() {
+    let refused = engine(&["report", "--shard", "4/3"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("write it as i/N"), "{stderr}");
+}
+
+#[test]
+fn a_report_reproduces_itself() {
+    let original = reference();
+    let out = original.with_file_name("small-reproduced");
+    let _ = std::fs::remove_dir_all(&out);
+    let text = ok(&engine(&[
+        "report",
+        "--reproduce",
+        original.to_str().expect("utf-8"),
+    ]));
+    assert!(
+        text.contains("reproduced: the bundle is byte-identical"),
+        "{text}"
+    );
+    same_report(original, &out);
+}
+
+#[test]
+fn a_new_task_captures_only_its_own_prompts() {
+    let dir = scratch("partial");
+    let out = dir.join("reports").join("small");
+    // The small experiment without its second task…
+    let first_task_only = SMALL_EXPERIMENT
+        .split("[[tasks]]")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("[[tasks]]");
+    let path = dir.join("one.toml");
+    std::fs::write(&path, first_task_only).expect("write");
+    ok(&engine(&[
+        "report",
+        "-q",
+        path.to_str().expect("utf-8"),
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]));
+    assert_eq!(cached_prompts(&out), 8);
+    // …then with it: the first task's prompts come from the cache.
+    let experiment = experiment_file(&dir);
+    let text = ok(&engine(&[
+        "report",
+        &experiment,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]));
+    assert!(
+        text.contains("resuming, 8 of 16 prompts already captured"),
+        "{text}"
+    );
+    same_report(reference(), &out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
