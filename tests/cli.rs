@@ -795,3 +795,34 @@ fn report_runs_the_paper_preset_end_to_end() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_committed_bundle_still_decodes_and_draws() {
+    let reports = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&reports).expect("reports folder") {
+        let bundle = entry.expect("entry").path().join("bundle.safetensors.zst");
+        if !bundle.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&bundle).expect("read");
+        let decoded = viewer::bundle::Bundle::decode(&bytes)
+            .unwrap_or_else(|e| panic!("{}: {e} — regenerate the report", bundle.display()));
+        for (m, _) in decoded.manifest.models.iter().enumerate() {
+            for (t, _) in decoded.manifest.tasks.iter().enumerate() {
+                let selection = viewer::view::Selection {
+                    model: m,
+                    task: t,
+                    ..Default::default()
+                };
+                let derived = viewer::view::Derived::for_selection(&decoded, &selection, None)
+                    .expect("derive");
+                let figures =
+                    viewer::view::figures(&decoded, &derived, &selection).expect("figures");
+                assert!(figures.len() >= 4, "{}", bundle.display());
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1, "the demo report is committed in reports/");
+}

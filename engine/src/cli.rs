@@ -247,8 +247,19 @@ pub struct BenchArgs {
     /// Measure the report bundle instead: size, encoding, decoding, the
     /// viewer's recomputation and SVG drawing, on synthetic studies of the
     /// default run's size and of Llama-2 70B's.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pipeline")]
     pub bundle: bool,
+    /// Time the whole report pipeline (capture, analyses, bundle, report)
+    /// on an experiment against llama.cpp alone on the same prompts.
+    #[arg(long)]
+    pub pipeline: bool,
+    /// The experiment for --pipeline (default: the `paper` preset).
+    #[arg(long, value_name = "EXPERIMENT.toml", requires = "pipeline")]
+    pub experiment: Option<PathBuf>,
+    /// With --pipeline: write the prompts' tokens and spans as JSON, for
+    /// timing another tool on exactly the same inputs.
+    #[arg(long, value_name = "FILE.json", requires = "pipeline")]
+    pub dump_prompts: Option<PathBuf>,
     #[arg(long, value_name = "N", default_value_t = 80, requires = "analyses")]
     pub layers: usize,
     #[arg(long, value_name = "N", default_value_t = 400, requires = "analyses")]

@@ -35,6 +35,9 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.bundle {
         return run_bundle();
     }
+    if args.pipeline {
+        return run_pipeline(args);
+    }
     if args.tokens.is_empty() || args.tokens.contains(&0) || args.repeats == 0 {
         return Err(
             BadInput("--tokens needs positive lengths and --repeats at least 1".into()).into(),
@@ -333,5 +336,154 @@ fn run_bundle() -> anyhow::Result<()> {
         )?;
     }
     say!("(derive: the viewer's recomputation for a subset of conditions; figures: one redraw's data)")?;
+    Ok(())
+}
+
+/// The whole `engine report` pipeline on an experiment (default: the
+/// `paper` preset) against llama.cpp alone on the same prompts: a bare
+/// forward pass of every prompt plus the same greedy answer, no callback.
+/// Optionally writes the prompts' tokens as JSON for an outside comparison
+/// (scripts/bench_transformers.py).
+fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
+    let experiment = match &args.experiment {
+        Some(path) => crate::experiment::Experiment::from_path(path)?,
+        None => crate::experiment::Experiment::preset("paper")?,
+    };
+    let started = Instant::now();
+    let model = Model::load(&args.model.model_options()?)?;
+    let load = started.elapsed();
+    let info = model.info().clone();
+    let layers = experiment.layers(info.n_layer)?;
+    let tokenized = crate::study::tokenize_all(&model, &experiment)?;
+    let total_tokens: usize = tokenized.tokens.iter().map(Vec::len).sum();
+    let max_new = experiment.file.capture.max_new_tokens;
+    if let Some(path) = &args.dump_prompts {
+        let prompts: Vec<serde_json::Value> = experiment
+            .prompts
+            .iter()
+            .zip(&tokenized.tokens)
+            .map(|(p, tokens)| {
+                let task = &experiment.tasks[p.task];
+                let spans = task.attention_segments.as_ref().map(|(r, d)| {
+                    let anchors = &tokenized.anchors[p.id];
+                    let range = |label: &String| {
+                        p.segments
+                            .get(label)
+                            .and_then(|b| b.first())
+                            .map(|b| crate::experiment::spans::tokens_in(anchors, b))
+                            .map(|r| [r.start, r.end])
+                    };
+                    [range(r), range(d)]
+                });
+                serde_json::json!({ "tokens": tokens, "spans": spans })
+            })
+            .collect();
+        let text = serde_json::to_string(&serde_json::json!({
+            "max_new_tokens": max_new,
+            "layers": layers,
+            "prompts": prompts,
+        }))?;
+        std::fs::write(path, text)?;
+    }
+    let base = args.model.runtime.context_options();
+    let options = crate::study::context_for(&experiment, &tokenized, &model, base.clone())?;
+    say!(
+        "pipeline on {} prompts ({} tokens, {} answer tokens each), {} layers; model load {:.1} s",
+        experiment.prompts.len(),
+        total_tokens,
+        max_new,
+        layers.len(),
+        load.as_secs_f64()
+    )?;
+
+    // llama.cpp alone: forward pass and greedy answer, no callback.
+    let mut bare = Session::new(
+        &model,
+        ContextOptions {
+            with_callback: false,
+            ..options.clone()
+        },
+    )?;
+    let started = Instant::now();
+    for tokens in &tokenized.tokens {
+        bare.capture(tokens, &CaptureRequest::default())?;
+        bare.continue_greedy(max_new)?;
+    }
+    let t_bare = started.elapsed();
+    drop(bare);
+    let peak_bare = peak_rss_bytes();
+
+    // The pipeline: capture, analyses, bundle and report.
+    let mut session = Session::new(&model, options)?;
+    let started = Instant::now();
+    let mut records = Vec::with_capacity(experiment.prompts.len());
+    for p in &experiment.prompts {
+        records.push(crate::study::capture_prompt(
+            &mut session,
+            &experiment,
+            &tokenized,
+            p.id,
+            &layers,
+        )?);
+    }
+    let t_capture = started.elapsed();
+    drop(session);
+    let run = crate::study::ModelRun {
+        name: "bench".into(),
+        sha256: String::new(),
+        info,
+        layers,
+        records,
+        capture_seconds: t_capture.as_secs_f64(),
+    };
+    let started = Instant::now();
+    let results = crate::study::analyze(&experiment, std::slice::from_ref(&run))?;
+    let t_analyses = started.elapsed();
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!("engine-bench-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("data"))?;
+    results.write(&dir.join("data"))?;
+    let bundle = crate::report::build_bundle(
+        &experiment,
+        std::slice::from_ref(&run),
+        &results,
+        &crate::report::Provenance::current(),
+    )?;
+    crate::report::write_bundle(&dir.join(viewer::bundle::FILE_NAME), &bundle)?;
+    crate::report::render_report(&dir, &bundle, &crate::report::RenderOptions::default())?;
+    let t_publish = started.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    let peak = peak_rss_bytes();
+
+    let s = |d: Duration| d.as_secs_f64();
+    let total = t_capture + t_analyses + t_publish;
+    say!(
+        "  llama.cpp alone (forward + answer)   {:>7.1} s",
+        s(t_bare)
+    )?;
+    say!(
+        "  capture (forward + capture + answer) {:>7.1} s  ({:.3}× llama.cpp alone)",
+        s(t_capture),
+        s(t_capture) / s(t_bare)
+    )?;
+    say!(
+        "  analyses                             {:>7.1} s",
+        s(t_analyses)
+    )?;
+    say!(
+        "  bundle and report                    {:>7.1} s",
+        s(t_publish)
+    )?;
+    say!(
+        "  total                                {:>7.1} s  ({:.3}× llama.cpp alone; {:.2} prompts/s)",
+        s(total),
+        s(total) / s(t_bare),
+        experiment.prompts.len() as f64 / s(total)
+    )?;
+    say!(
+        "peak resident memory: {:.0} MB after llama.cpp alone, {:.0} MB after the pipeline",
+        peak_bare as f64 / 1e6,
+        peak as f64 / 1e6
+    )?;
     Ok(())
 }

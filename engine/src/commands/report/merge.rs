@@ -110,7 +110,10 @@ pub(crate) fn write_shard(
     Ok(path)
 }
 
-fn read_shard(path: &Path) -> anyhow::Result<(ShardInfo, Vec<(String, Vec<u8>)>)> {
+/// A shard file's cache entries: `(path below the cache, bytes)`.
+type CacheEntries = Vec<(String, Vec<u8>)>;
+
+fn read_shard(path: &Path) -> anyhow::Result<(ShardInfo, CacheEntries)> {
     let bad = |why: String| {
         BadInput(format!(
             "`{}` is not a usable shard file: {why}",
