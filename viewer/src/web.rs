@@ -19,6 +19,9 @@ pub struct Viewer {
     bundle: Bundle,
     selection: Selection,
     derived: Option<Derived>,
+    /// What each canvas shows now: a figure whose data did not change is not
+    /// redrawn (a layer change leaves the behaviour figure as it is).
+    drawn: std::collections::HashMap<String, crate::figures::Figure>,
 }
 
 #[wasm_bindgen]
@@ -33,6 +36,7 @@ impl Viewer {
             bundle,
             selection,
             derived: None,
+            drawn: std::collections::HashMap::new(),
         })
     }
 
@@ -66,7 +70,12 @@ impl Viewer {
             .ok_or_else(|| JsError::new("no document to draw in"))?;
         let mut names = Vec::new();
         for (name, figure) in &drawn {
-            let Some(element) = document.get_element_by_id(&format!("{prefix}{name}")) else {
+            let id = format!("{prefix}{name}");
+            names.push(*name);
+            if self.drawn.get(&id) == Some(figure) {
+                continue;
+            }
+            let Some(element) = document.get_element_by_id(&id) else {
                 continue;
             };
             let canvas: web_sys::HtmlCanvasElement = element
@@ -80,7 +89,7 @@ impl Viewer {
             let area = backend.into_drawing_area();
             crate::charts::draw(&area, figure).map_err(|e| JsError::new(&e.to_string()))?;
             area.present().map_err(|e| JsError::new(&e.to_string()))?;
-            names.push(*name);
+            self.drawn.insert(id, figure.clone());
         }
         let numbers = numbers(&self.bundle, &derived, &self.selection)
             .map_err(|e| JsError::new(&e.to_string()))?;
