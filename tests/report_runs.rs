@@ -317,3 +317,52 @@ fn a_new_task_captures_only_its_own_prompts() {
     same_report(reference(), &out);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn two_models_are_compared_side_by_side_on_the_same_prompts() {
+    let dir = scratch("two-models");
+    let experiment = experiment_file(&dir);
+    let out = dir.join("reports").join("small");
+    let model = engine::default_model::resolve(None).unwrap_or_else(|e| panic!("{e}"));
+    let model = model.to_str().expect("utf-8");
+    // The same file twice: the second run of every prompt comes from the
+    // cache (same SHA-256), and the report still names two models.
+    let text = ok(&engine(&[
+        "report",
+        &experiment,
+        "--model",
+        model,
+        "--model",
+        model,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]));
+    assert!(
+        text.contains("(0 captured now, 16 from the cache)"),
+        "{text}"
+    );
+    let bundle = viewer::bundle::Bundle::decode(
+        &std::fs::read(out.join("bundle.safetensors.zst")).expect("read bundle"),
+    )
+    .expect("decode");
+    let names: Vec<&str> = bundle
+        .manifest
+        .models
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["SmolLM2-135M-Instruct.Q4_1", "SmolLM2-135M-Instruct.Q4_1-2"]
+    );
+    let page = std::fs::read_to_string(out.join("index.html")).expect("read page");
+    for name in names {
+        assert!(
+            page.contains(&format!(
+                "data-model=\"{name}\" data-task=\"reading-comprehension\""
+            )),
+            "no panel of {name}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
