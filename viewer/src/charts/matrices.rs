@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(edges, vec![0, 1, 2, 3]);
         assert!(cells[7].is_nan() && cells[8].is_nan() && cells[6] == 0.5);
         // Uneven sizes keep every item: 401 items in blocks of 3.
-        let (edges, _) = downsample(401, &[], MAX_CELLS);
+        let (edges, _) = downsample(401, &[], 150);
         assert_eq!((edges.len() - 1, edges.last().copied()), (134, Some(401)));
         assert_eq!(downsample(0, &[], MAX_CELLS), (vec![0], vec![]));
     }
