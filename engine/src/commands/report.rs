@@ -136,37 +136,55 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
         return Ok(());
     }
 
-    let started = Instant::now();
-    if mode != Mode::Quiet {
-        note!(
-            "analyses: {} models × {} tasks…",
-            runs.len(),
-            experiment.tasks.len()
-        );
-    }
-    let results = study::analyze(experiment, &runs)?;
-    record.stage("analyses", started.elapsed().as_secs_f64());
-    if mode != Mode::Quiet {
-        note!(
-            "analyses: done in {}",
-            duration(started.elapsed().as_secs_f64())
-        );
-    }
-
-    let started = Instant::now();
     let data_dir = out.join("data");
-    results.write(&data_dir)?;
-    if args.save_embeddings {
-        let path = data_dir.join("embeddings.safetensors");
-        study::export::write_embeddings(&path, experiment, &runs)?;
-    }
-    let mut provenance = Provenance::current();
-    if let Some(created) = &plan.created {
-        provenance.created = created.clone();
-    }
-    let bundle = report::build_bundle(experiment, &runs, &results, &provenance)?;
     let bundle_path = out.join(viewer::bundle::FILE_NAME);
-    let bundle_bytes = report::write_bundle(&bundle_path, &bundle)?;
+    // Nothing changed since the last complete run (same engine, experiment
+    // and captured records): reuse its bundle and tables, re-render only.
+    let digest = inputs_digest(experiment, &runs);
+    let digest_path = runner::cache_root(out).join("inputs.sha256");
+    let unchanged = std::fs::read_to_string(&digest_path).ok().as_deref() == Some(digest.as_str())
+        && bundle_path.is_file()
+        && data_dir.join("rsa_alignment.csv").is_file()
+        && (!args.save_embeddings || data_dir.join("embeddings.safetensors").is_file());
+    let (bundle, results) = if unchanged {
+        if mode != Mode::Quiet {
+            note!("analyses: nothing changed since the last run; reusing its results");
+        }
+        (report::read_bundle(&bundle_path)?, None)
+    } else {
+        let started = Instant::now();
+        if mode != Mode::Quiet {
+            note!(
+                "analyses: {} models × {} tasks…",
+                runs.len(),
+                experiment.tasks.len()
+            );
+        }
+        let results = study::analyze(experiment, &runs)?;
+        record.stage("analyses", started.elapsed().as_secs_f64());
+        if mode != Mode::Quiet {
+            note!(
+                "analyses: done in {}",
+                duration(started.elapsed().as_secs_f64())
+            );
+        }
+        results.write(&data_dir)?;
+        if args.save_embeddings {
+            let path = data_dir.join("embeddings.safetensors");
+            study::export::write_embeddings(&path, experiment, &runs)?;
+        }
+        let mut provenance = Provenance::current();
+        if let Some(created) = &plan.created {
+            provenance.created = created.clone();
+        }
+        let bundle = report::build_bundle(experiment, &runs, &results, &provenance)?;
+        report::write_bundle(&bundle_path, &bundle)?;
+        (bundle, Some(results))
+    };
+    let started = Instant::now();
+    let bundle_bytes = std::fs::metadata(&bundle_path)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let mut options = RenderOptions {
         single_file: false,
         templates: args.templates.clone(),
@@ -192,9 +210,20 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
         );
     }
     record.write(out)?;
+    if !unchanged {
+        crate::atomic::write_atomically(&digest_path, |w| w.write_all(digest.as_bytes()))
+            .with_context(|| format!("cannot write `{}`", digest_path.display()))?;
+    }
     if !quiet {
-        for line in results.summary(experiment, &runs) {
-            say!("{line}")?;
+        match &results {
+            Some(results) => {
+                for line in results.summary(experiment, &runs) {
+                    say!("{line}")?;
+                }
+            }
+            None => {
+                say!("unchanged since the last run: the report was re-rendered from its bundle")?
+            }
         }
         say!("wrote   {}", data_dir.display())?;
         say!(
@@ -215,6 +244,34 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// A fingerprint of everything the analyses and the bundle depend on: the
+/// engine build, the experiment, and every captured record of every model.
+fn inputs_digest(experiment: &Experiment, runs: &[ModelRun]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(env!("CARGO_PKG_VERSION"));
+    hasher.update(option_env!("ENGINE_GIT_REVISION").unwrap_or("unknown"));
+    hasher.update(serde_json::to_string(&experiment.file).unwrap_or_default());
+    hasher.update(Provenance::current().created);
+    for run in runs {
+        hasher.update(&run.name);
+        hasher.update(&run.sha256);
+        hasher.update(format!("{:?}", run.layers));
+        for r in &run.records {
+            hasher.update(r.prompt.to_le_bytes());
+            hasher.update(&r.generated);
+            for x in r.embedding.iter().chain(r.attention_mass.iter().flatten()) {
+                hasher.update(x.to_le_bytes());
+            }
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The first Ctrl-C asks the capture to stop after the prompt in flight
