@@ -277,14 +277,14 @@ pub fn bundle(spec: Spec) -> Bundle {
         },
         tensors,
     };
-    fill_attention_summary(&mut bundle);
-    fill_correlation(&mut bundle);
+    fill_summaries(&mut bundle);
     bundle
 }
 
-/// The engine's summary arrays, computed here the way the viewer
-/// recomputes them, so that a synthetic bundle is self-consistent.
-fn fill_attention_summary(bundle: &mut Bundle) {
+/// The engine's summary arrays (`attention_ratio`, `correlation`), computed
+/// here the way the viewer recomputes them, so that a synthetic bundle is
+/// self-consistent.
+fn fill_summaries(bundle: &mut Bundle) {
     let selection = crate::view::Selection::default();
     let Ok(derived) = crate::view::Derived::for_selection(bundle, &selection, None) else {
         return;
@@ -292,34 +292,26 @@ fn fill_attention_summary(bundle: &mut Bundle) {
     let model = &bundle.manifest.models[0];
     let task = &bundle.manifest.tasks[0];
     let (layers, heads) = (model.layers.len(), model.n_head);
-    let mut summary = Tensor::nan(&[2, layers, heads + 1, 2]);
+    let mut ratio = Tensor::nan(&[2, layers, heads + 1, 2]);
     for s in 0..2 {
         for l in 0..layers {
             for h in 0..=heads {
-                summary.set(&[s, l, h, 0], derived.log2_ratio[s][l][h]);
+                ratio.set(&[s, l, h, 0], derived.log2_ratio[s][l][h]);
             }
         }
     }
-    let name = model_array(&model.name, &task.name, "attention_ratio");
-    bundle.tensors.insert(name, summary);
-}
-
-fn fill_correlation(bundle: &mut Bundle) {
-    let selection = crate::view::Selection::default();
-    let Ok(derived) = crate::view::Derived::for_selection(bundle, &selection, None) else {
-        return;
-    };
-    let model = &bundle.manifest.models[0];
-    let task = &bundle.manifest.tasks[0];
-    let layers = model.layers.len();
-    let mut out = Tensor::nan(&[task.measures.len(), layers, 5]);
+    let mut correlation = Tensor::nan(&[task.measures.len(), layers, 5]);
     for (m, rows) in derived.correlation.iter().enumerate() {
         for (l, row) in rows.iter().enumerate() {
             for (f, &v) in row.iter().enumerate() {
-                out.set(&[m, l, f], v);
+                correlation.set(&[m, l, f], v);
             }
         }
     }
-    let name = model_array(&model.name, &task.name, "correlation");
-    bundle.tensors.insert(name, out);
+    let (ratio_name, correlation_name) = (
+        model_array(&model.name, &task.name, "attention_ratio"),
+        model_array(&model.name, &task.name, "correlation"),
+    );
+    bundle.tensors.insert(ratio_name, ratio);
+    bundle.tensors.insert(correlation_name, correlation);
 }

@@ -223,6 +223,23 @@ impl Derived {
     }
 }
 
+impl Derived {
+    /// The layer index where alignment gains most with demonstrations
+    /// (k-shot minus 0-shot; the first such layer on ties), and the gain.
+    pub fn largest_alignment_gain(&self) -> Option<(usize, f64)> {
+        self.alignment[1]
+            .iter()
+            .zip(&self.alignment[0])
+            .map(|(k, z)| k - z)
+            .enumerate()
+            .filter(|(_, g)| g.is_finite())
+            .fold(None, |best: Option<(usize, f64)>, (l, g)| match best {
+                Some((_, b)) if b >= g => best,
+                _ => Some((l, g)),
+            })
+    }
+}
+
 /// The comparator named `name` between two equally long vectors.
 pub fn compare(name: &str, x: &[f64], y: &[f64]) -> f64 {
     match name {

@@ -300,8 +300,7 @@ fn run_bundle() -> anyhow::Result<()> {
         let b = bundle(spec);
         let raw: usize = b.tensors.values().map(|t| t.data.len() * 4).sum();
         let started = Instant::now();
-        let bytes = b.to_safetensors()?;
-        let compressed = zstd::bulk::compress(&bytes, 10)?;
+        let compressed = crate::report::bundle::encode_bundle(&b)?;
         let encode = started.elapsed();
         let started = Instant::now();
         let decoded = viewer::bundle::Bundle::decode(&compressed)?;

@@ -86,7 +86,7 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
     install_interrupt_handler();
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let cache_root = runner::cache_root(out);
-    let mut record = RunRecord::start(plan);
+    let mut record = RunRecord::start();
 
     let mut runs: Vec<ModelRun> = Vec::new();
     let mut names: Vec<String> = Vec::new();
@@ -267,11 +267,7 @@ fn inputs_digest(experiment: &Experiment, runs: &[ModelRun]) -> String {
             }
         }
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    report::bundle::hex(&hasher.finalize())
 }
 
 /// The first Ctrl-C asks the capture to stop after the prompt in flight

@@ -81,11 +81,12 @@ pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
         }
         hasher.update(&buffer[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Lower-case hexadecimal of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The quantization named in llama.cpp's model description
@@ -219,12 +220,16 @@ pub fn build_bundle(
     })
 }
 
+/// The bundle's file bytes: safetensors, compressed.
+pub fn encode_bundle(bundle: &Bundle) -> anyhow::Result<Vec<u8>> {
+    let raw = bundle.to_safetensors()?;
+    zstd::bulk::compress(&raw, ZSTD_LEVEL).context("cannot compress the bundle")
+}
+
 /// Compresses and writes `bundle` to `path` atomically (a temporary file,
 /// then a rename); returns the compressed size in bytes.
 pub fn write_bundle(path: &Path, bundle: &Bundle) -> anyhow::Result<u64> {
-    let raw = bundle.to_safetensors()?;
-    let compressed = zstd::bulk::compress(&raw, ZSTD_LEVEL)
-        .with_context(|| format!("cannot compress the bundle `{}`", path.display()))?;
+    let compressed = encode_bundle(bundle)?;
     crate::atomic::write_atomically(path, |w| w.write_all(&compressed))
         .with_context(|| format!("cannot write the bundle `{}`", path.display()))?;
     Ok(compressed.len() as u64)

@@ -110,18 +110,7 @@ fn section_text(id: &str) -> (&'static str, &'static str) {
 /// The layer a static figure shows: where the headline hypothesis gains
 /// most alignment with demonstrations (the first layer when undefined).
 fn headline_layer(derived: &Derived) -> usize {
-    let gains = derived.alignment[1]
-        .iter()
-        .zip(&derived.alignment[0])
-        .map(|(k, z)| k - z)
-        .enumerate()
-        .filter(|(_, g)| g.is_finite());
-    gains
-        .fold(None, |best: Option<(usize, f64)>, (l, g)| match best {
-            Some((_, b)) if b >= g => best,
-            _ => Some((l, g)),
-        })
-        .map_or(0, |(l, _)| l)
+    derived.largest_alignment_gain().map_or(0, |(l, _)| l)
 }
 
 fn figure_numbers(
@@ -321,9 +310,16 @@ pub fn render_report(
         })
         .collect();
 
+    // The single file inlines the very bytes of the report's bundle file
+    // (written before the pages), rather than compressing the bundle again.
     let bundle_bytes = if options.single_file {
-        let raw = bundle.to_safetensors()?;
-        zstd::bulk::compress(&raw, 10)?
+        let path = dir.join(viewer::bundle::FILE_NAME);
+        std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read `{}` to inline it (write the bundle first)",
+                path.display()
+            )
+        })?
     } else {
         Vec::new()
     };

@@ -52,14 +52,7 @@ pub fn headline(bundle: &Bundle) -> Vec<String> {
                     fmt_number(numbers.behavior_k)
                 )
             };
-            let gain = derived.alignment[1]
-                .iter()
-                .zip(&derived.alignment[0])
-                .map(|(k, z)| k - z)
-                .enumerate()
-                .filter(|(_, g)| g.is_finite())
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            let alignment = match (gain, task.hypotheses.first()) {
+            let alignment = match (derived.largest_alignment_gain(), task.hypotheses.first()) {
                 (Some((l, g)), Some(h)) => format!(
                     "; “{h}” alignment {:+.3} at layer {}",
                     g,

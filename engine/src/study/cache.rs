@@ -94,7 +94,7 @@ impl PromptCache {
             "layers": layers,
             "settings": settings,
         });
-        hex(&Sha256::digest(identity.to_string().as_bytes()))
+        crate::report::bundle::hex(&Sha256::digest(identity.to_string().as_bytes()))
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -219,8 +219,4 @@ fn decode(bytes: &[u8], experiment: &Experiment) -> Option<PromptRecord> {
         generated: header.generated,
         score,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

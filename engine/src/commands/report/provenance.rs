@@ -41,7 +41,7 @@ pub(crate) struct RunRecord {
 }
 
 impl RunRecord {
-    pub(crate) fn start(_plan: &Plan) -> RunRecord {
+    pub(crate) fn start() -> RunRecord {
         RunRecord {
             engine_version: env!("CARGO_PKG_VERSION").to_string(),
             engine_revision: option_env!("ENGINE_GIT_REVISION").map(str::to_string),
