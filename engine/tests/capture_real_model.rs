@@ -322,3 +322,130 @@ fn reference_pool(pool: &Pooling, rows: &[f32], width: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// With flash attention off, a prompt run as a kept prefix plus its own
+/// tokens gives the numbers of the prompt run whole: every row of a matrix
+/// product is computed alike whatever the batch (measured: exactly 0). The
+/// margin covers backends that tile by shape.
+const PREFIX_SPLIT_TOLERANCE: f32 = 1e-5;
+
+/// With flash attention on, llama.cpp's CPU kernel rounds queries to float16
+/// and accumulates by blocks of keys, so splitting a prompt moves its numbers
+/// by about as much as flash attention itself does (measured, split vs
+/// flash on/off: hidden 2.1 vs 4.6 on features of a few hundred, attention
+/// 0.055 vs 0.043, logits 0.50 vs 0.79). The split may move them at most this
+/// many times as far as switching flash attention off moves the whole prompt.
+const PREFIX_SPLIT_VS_FLASH_ROUNDING: f32 = 2.0;
+
+const DEMONSTRATIONS: &str = "Each example lists points on one line. Give y for the last x.\n\n\
+    x = 0, y = 3\nx = 7, y = 17\nx = 8, y = 19\nx = 3, y = 9\n\n\
+    x = 1, y = 5\nx = 2, y = 7\nx = 5, y = 13\nx = 9, y = 21\n\n";
+
+/// The largest difference of two captures: hidden states (all pools and
+/// layers), attention probabilities, next-token logits.
+fn capture_distance(a: &Activations, b: &Activations) -> [f32; 3] {
+    let hidden = max_abs_diff(
+        &a.hidden.as_ref().unwrap().data,
+        &b.hidden.as_ref().unwrap().data,
+    );
+    let attention = max_abs_diff(
+        &a.attention.as_ref().unwrap().data,
+        &b.attention.as_ref().unwrap().data,
+    );
+    [
+        hidden,
+        attention,
+        max_abs_diff(&a.logits_last, &b.logits_last),
+    ]
+}
+
+#[test]
+fn a_kept_prefix_gives_the_same_numbers_as_running_it_again_and_as_the_whole_prompt() {
+    let a_text = format!("{DEMONSTRATIONS}x = 0, y = 3\nx = 5, y = 8\nx = 8, y = 11\nx = 2, y =");
+    let b_text = format!("{DEMONSTRATIONS}x = 4, y = 13\nx = 1, y = 7\nx = 6, y = 17\nx = 3, y =");
+    let a = model().tokenize(&a_text, false).expect("tokenize");
+    let b = model().tokenize(&b_text, false).expect("tokenize");
+    let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    assert!(shared > 60, "the prompts share {shared} tokens");
+    let n = b.len();
+    let request = CaptureRequest {
+        hidden: HiddenRequest::Pooled(vec![Pooling::Token(n - 1), Pooling::Mean(shared..n)]),
+        attention: Some(AttentionRequest {
+            // Rows over every key, the prefix's included.
+            queries: vec![shared + 2, n - 1],
+            keep: AttentionKeep::Rows,
+        }),
+        final_norm: false,
+        all_logits: false,
+    };
+    let request_a = CaptureRequest {
+        hidden: HiddenRequest::Pooled(vec![Pooling::Token(a.len() - 1)]),
+        ..CaptureRequest::default()
+    };
+    let whole_off = session(FlashAttention::Off)
+        .capture(&b, &request)
+        .expect("capture whole");
+    for flash in [FlashAttention::Off, FlashAttention::On] {
+        // B after A: the prefix A ran is kept and only B's own tokens run.
+        let mut warm = session(flash);
+        warm.capture_after_prefix(&a, shared, &request_a)
+            .expect("capture A");
+        assert!(warm.holds_prefix(&b[..shared]));
+        let reused = warm
+            .capture_after_prefix(&b, shared, &request)
+            .expect("capture B reusing the prefix");
+        let reused_answer = warm.continue_greedy(4).expect("generate");
+        // B alone: the prefix runs now, then B's own tokens.
+        let mut cold = session(flash);
+        let fresh = cold
+            .capture_after_prefix(&b, shared, &request)
+            .expect("capture B");
+        assert!(
+            reused == fresh,
+            "{flash:?}: reusing the prefix changed the numbers"
+        );
+        assert_eq!(reused_answer, cold.continue_greedy(4).expect("generate"));
+        // Rows still sum to one over the whole causal prefix.
+        let rows = reused.attention.as_ref().unwrap();
+        for layer in 0..30 {
+            for head in 0..9 {
+                let sum: f32 = rows.row(&[layer, head, 1]).iter().sum();
+                assert!((sum - 1.0).abs() < ROW_SUM_TOLERANCE);
+            }
+        }
+
+        // The whole prompt in one decode.
+        let whole = session(flash).capture(&b, &request).expect("capture whole");
+        let split = capture_distance(&reused, &whole);
+        eprintln!("{flash:?}: kept prefix vs whole prompt (hidden, attention, logits): {split:?}");
+        match flash {
+            FlashAttention::Off => assert!(
+                split.iter().all(|&d| d <= PREFIX_SPLIT_TOLERANCE),
+                "{split:?}"
+            ),
+            _ => {
+                let rounding = capture_distance(&whole, &whole_off);
+                eprintln!("  flash attention on vs off, whole prompt: {rounding:?}");
+                for (d, r) in split.iter().zip(rounding) {
+                    assert!(
+                        *d <= PREFIX_SPLIT_VS_FLASH_ROUNDING * r,
+                        "{split:?} vs {rounding:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_request_that_reads_the_prefix_is_refused() {
+    let tokens = model().tokenize(STORY, false).expect("tokenize");
+    let request = CaptureRequest {
+        hidden: HiddenRequest::Pooled(vec![Pooling::Mean(0..tokens.len())]),
+        ..CaptureRequest::default()
+    };
+    let err = session(FlashAttention::Auto)
+        .capture_after_prefix(&tokens, 5, &request)
+        .expect_err("the pooling reads prefix tokens");
+    assert!(err.to_string().contains("prefix"), "{err}");
+}

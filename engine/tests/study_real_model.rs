@@ -1,7 +1,7 @@
 //! A small study on the real default model: every prompt captured once,
 //! segments mapped to tokens, answers generated and scored.
 
-use engine::capture::{ContextOptions, Model, ModelOptions, Session};
+use engine::capture::{ContextOptions, FlashAttention, Model, ModelOptions, Session};
 use engine::experiment::{Experiment, ExperimentFile};
 use engine::study;
 
@@ -116,4 +116,96 @@ instances = [
     let head = engine::experiment::spans::tokens_in(anchors, &prompt.segments["head"][0]);
     let tail = engine::experiment::spans::tokens_in(anchors, &prompt.segments["tail"][0]);
     assert_eq!((head, tail), (0..1, 1..2));
+}
+
+/// Largest difference allowed between a study captured with kept prefixes and
+/// the same study with every prompt run whole, flash attention off
+/// (embeddings relative to their largest magnitude, attention masses
+/// absolute): every row of a matrix product is computed alike whatever the
+/// batch (measured: exactly 0); the margin covers backends that tile by
+/// shape. With flash attention on, splitting moves the numbers as far as
+/// flash attention's own rounding does (see capture_real_model.rs).
+const PREFIX_REUSE_TOLERANCE: f32 = 1e-5;
+
+#[test]
+fn fixed_demonstrations_run_their_shared_prefix_once_with_the_same_numbers() {
+    let path = engine::default_model::resolve(None).unwrap_or_else(|e| panic!("{e}"));
+    let model = Model::load(&ModelOptions {
+        path,
+        n_gpu_layers: 0,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = SMALL.replace(
+        "kind = \"reading-comprehension\"",
+        "kind = \"reading-comprehension\"\ndemonstrations = \"fixed\"",
+    );
+    let run = |reuse: bool| {
+        let text = text.replace("[capture]", &format!("[capture]\nreuse_prefix = {reuse}"));
+        let experiment = Experiment::build(
+            ExperimentFile::parse(&text, "small").expect("parse"),
+            "small",
+            Some(&text),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let tokenized = study::tokenize_all(&model, &experiment).expect("tokenize");
+        let options = study::context_for(
+            &experiment,
+            &tokenized,
+            &model,
+            ContextOptions {
+                threads: 2,
+                flash_attention: FlashAttention::Off,
+                ..ContextOptions::default()
+            },
+        )
+        .expect("context");
+        let mut session = Session::new(&model, options).expect("session");
+        let layers = experiment.layers(30).expect("layers");
+        let all: Vec<usize> = (0..experiment.prompts.len()).collect();
+        let order = study::capture_order(&experiment, &tokenized, &all);
+        let ran = study::tokens_to_run(&experiment, &tokenized, &order);
+        let records = study::capture_all(&mut session, &experiment, &tokenized, &layers, None)
+            .expect("capture");
+        let prefixes: Vec<usize> = all
+            .iter()
+            .map(|&p| study::shared_prefix_len(&experiment, &tokenized, p))
+            .collect();
+        (experiment, records, ran, prefixes)
+    };
+    let (experiment, kept, ran_kept, prefixes) = run(true);
+    let (_, whole, ran_whole, no_prefixes) = run(false);
+    assert!(no_prefixes.iter().all(|&l| l == 0));
+    for (p, &len) in experiment.prompts.iter().zip(&prefixes) {
+        assert_eq!(len > 0, p.shots > 0, "prompt {}", p.id);
+    }
+    eprintln!("prompt tokens run: {ran_kept} with kept prefixes, {ran_whole} whole");
+    assert!(ran_kept < ran_whole);
+    for (a, b) in kept.iter().zip(&whole) {
+        assert_eq!(a.prompt, b.prompt);
+        assert_eq!(a.generated, b.generated, "prompt {}", a.prompt);
+        let scale = b.embedding.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .embedding
+            .iter()
+            .zip(&b.embedding)
+            .map(|(x, y)| (x - y).abs() / scale)
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= PREFIX_REUSE_TOLERANCE,
+            "prompt {}: {worst:e}",
+            a.prompt
+        );
+        if let (Some(x), Some(y)) = (&a.attention_mass, &b.attention_mass) {
+            let worst = x
+                .iter()
+                .zip(y)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= PREFIX_REUSE_TOLERANCE,
+                "prompt {}: {worst:e}",
+                a.prompt
+            );
+        }
+    }
 }

@@ -641,6 +641,24 @@ impl<'m> LlamaContext<'m> {
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr.as_ptr()), true) };
     }
 
+    /// Forgets the tokens at positions `from_pos..` and keeps those before,
+    /// so that the next decode continues from a shared prefix. The freed
+    /// cells are the first free ones, so the kept prefix stays in cells
+    /// `0..from_pos` in position order. Returns false when llama.cpp cannot
+    /// remove part of a sequence (recurrent memories); then clear instead.
+    pub(crate) fn truncate(&mut self, from_pos: usize) -> bool {
+        // SAFETY: the memory handle belongs to this live context; p1 = -1
+        // means "to the end".
+        unsafe {
+            sys::llama_memory_seq_rm(
+                sys::llama_get_memory(self.ptr.as_ptr()),
+                0,
+                from_pos as i32,
+                -1,
+            )
+        }
+    }
+
     /// Runs `tokens` at positions `first_pos..` of sequence 0. `outputs[i]`
     /// asks for logits (and last-layer rows) of token i. The observer, if
     /// any, sees the graph nodes it asks for.

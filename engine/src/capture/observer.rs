@@ -26,7 +26,19 @@ pub(crate) struct Dims {
     pub n_layer: usize,
     pub n_embd: usize,
     pub n_head: usize,
+    /// Tokens of the whole prompt.
     pub n_tokens: usize,
+    /// Position of the first token this decode computes: 0 for a whole
+    /// prompt, the prefix length when a shared prefix is already in the KV
+    /// cache. Request positions are prompt positions either way.
+    pub offset: usize,
+}
+
+impl Dims {
+    /// Tokens this decode computes.
+    fn batch(&self) -> usize {
+        self.n_tokens - self.offset
+    }
 }
 
 /// How the recomputed path scores keys (ignored by the materialized path).
@@ -55,6 +67,10 @@ pub(crate) struct CaptureObserver<'r> {
     dims: Dims,
     path: AttentionPath,
     recompute: Recompute,
+    /// The RoPE'd keys of the prefix positions `0..offset`, per layer
+    /// (`[offset, n_head_kv · head_dim]`), recorded when the prefix ran:
+    /// the recomputed path needs them and this decode does not produce them.
+    prefix_keys: Option<&'r [Vec<f32>]>,
     /// For each token position, its row among the outputs of the last block.
     output_row: Vec<Option<usize>>,
     n_outputs: usize,
@@ -90,12 +106,13 @@ impl<'r> CaptureObserver<'r> {
         path: AttentionPath,
         recompute: Recompute,
         outputs: &[bool],
+        prefix_keys: Option<&'r [Vec<f32>]>,
     ) -> Self {
         let mut output_row = vec![None; dims.n_tokens];
         let mut n_outputs = 0;
-        for (p, &is_output) in outputs.iter().enumerate() {
+        for (i, &is_output) in outputs.iter().enumerate() {
             if is_output {
-                output_row[p] = Some(n_outputs);
+                output_row[dims.offset + i] = Some(n_outputs);
                 n_outputs += 1;
             }
         }
@@ -123,6 +140,7 @@ impl<'r> CaptureObserver<'r> {
             dims,
             path,
             recompute,
+            prefix_keys,
             output_row,
             n_outputs,
             hidden,
@@ -180,11 +198,13 @@ impl<'r> CaptureObserver<'r> {
         self.problem.get_or_insert(problem);
     }
 
-    /// The row of token `p` in a tensor with `n_rows` rows (all tokens, or
-    /// only the outputs in the last block).
+    /// The row of prompt position `p` in a tensor with `n_rows` rows (every
+    /// token of this decode, or only the outputs in the last block).
     fn row_of(&self, p: usize, n_rows: usize) -> Option<usize> {
-        if n_rows == self.dims.n_tokens {
-            Some(p)
+        if p < self.dims.offset {
+            None
+        } else if n_rows == self.dims.batch() {
+            Some(p - self.dims.offset)
         } else if n_rows == self.n_outputs {
             self.output_row[p]
         } else {
@@ -235,7 +255,7 @@ impl<'r> CaptureObserver<'r> {
         match &request.hidden {
             HiddenRequest::None => {}
             HiddenRequest::All => {
-                if n_rows != self.dims.n_tokens {
+                if self.dims.offset != 0 || n_rows != self.dims.n_tokens {
                     return Err(format!(
                         "`{}` has {n_rows} rows; all {} tokens must be outputs",
                         t.name(),
@@ -274,11 +294,12 @@ impl<'r> CaptureObserver<'r> {
     fn observe_softmax(&mut self, t: &GraphTensor<'_>, il: usize) -> Result<(), String> {
         let [n_kv, n_tokens, n_head, n_stream] = t.ne();
         let d = self.dims;
-        if n_kv < d.n_tokens || n_tokens != d.n_tokens || n_head != d.n_head || n_stream != 1 {
+        if n_kv < d.n_tokens || n_tokens != d.batch() || n_head != d.n_head || n_stream != 1 {
             return Err(format!(
-                "`{name}` has shape [{n_kv}, {n_tokens}, {n_head}, {n_stream}], expected [≥{t}, {t}, {h}, 1]",
+                "`{name}` has shape [{n_kv}, {n_tokens}, {n_head}, {n_stream}], expected [≥{t}, {b}, {h}, 1]",
                 name = t.name(),
                 t = d.n_tokens,
+                b = d.batch(),
                 h = d.n_head
             ));
         }
@@ -289,9 +310,10 @@ impl<'r> CaptureObserver<'r> {
         let mut row = vec![0.0f32; d.n_tokens];
         for h in 0..n_head {
             for (qi, &q) in request.queries.iter().enumerate() {
-                // Padded and masked entries are exact zeros: reading the first
-                // n_tokens entries gives the whole causal row.
-                t.read_f32(q * nb[1] + h * nb[2], &mut row)?;
+                // Padded and masked entries are exact zeros, and a kept prefix
+                // fills cells 0..offset in position order (see `truncate`):
+                // reading the first n_tokens entries gives the whole causal row.
+                t.read_f32((q - d.offset) * nb[1] + h * nb[2], &mut row)?;
                 self.store_row(il, h, qi, &row);
             }
         }
@@ -307,7 +329,8 @@ impl<'r> CaptureObserver<'r> {
     ) -> Result<(), String> {
         let [head_dim, heads, n_tokens, _] = t.ne();
         let nb = t.nb();
-        if n_tokens != self.dims.n_tokens || nb[0] != 4 || nb[1] != head_dim * 4 {
+        let offset = self.dims.offset;
+        if n_tokens != self.dims.batch() || nb[0] != 4 || nb[1] != head_dim * 4 {
             return Err(format!(
                 "`{}` has an unexpected layout ({head_dim} × {heads} × {n_tokens})",
                 t.name()
@@ -320,18 +343,26 @@ impl<'r> CaptureObserver<'r> {
             };
             self.queries.resize(request.queries.len() * width, 0.0);
             for (qi, &q) in request.queries.iter().enumerate() {
-                t.read_f32(q * nb[2], &mut self.queries[qi * width..(qi + 1) * width])?;
+                t.read_f32(
+                    (q - offset) * nb[2],
+                    &mut self.queries[qi * width..(qi + 1) * width],
+                )?;
             }
             self.q_layer = Some((il, head_dim, heads));
         } else {
-            self.keys.resize(n_tokens * width, 0.0);
-            if nb[2] == width * 4 {
-                t.read_f32(0, &mut self.keys)?;
-            } else {
-                for j in 0..n_tokens {
-                    t.read_f32(j * nb[2], &mut self.keys[j * width..(j + 1) * width])?;
-                }
+            self.keys.clear();
+            if offset > 0 {
+                let prefix = self
+                    .prefix_keys
+                    .and_then(|layers| layers.get(il))
+                    .filter(|keys| keys.len() == offset * width)
+                    .ok_or_else(|| {
+                        format!("the keys of the {offset} prefix tokens of layer {il} were not recorded")
+                    })?;
+                self.keys.extend_from_slice(prefix);
             }
+            self.keys.resize((offset + n_tokens) * width, 0.0);
+            read_token_rows(t, &mut self.keys[offset * width..], width)?;
             self.k_layer = Some((il, head_dim, heads));
         }
         if let (Some((ql, hd, n_head)), Some((kl, hd_k, n_head_kv))) = (self.q_layer, self.k_layer)
@@ -432,7 +463,7 @@ impl<'r> CaptureObserver<'r> {
 
     fn observe_final_norm(&mut self, t: &GraphTensor<'_>) -> Result<(), String> {
         let [n_embd, n_rows, ..] = t.ne();
-        if n_embd != self.dims.n_embd || n_rows != self.dims.n_tokens {
+        if n_embd != self.dims.n_embd || self.dims.offset != 0 || n_rows != self.dims.n_tokens {
             return Err(format!(
                 "`{}` has shape [{n_embd}, {n_rows}]; all tokens must be outputs",
                 t.name()
@@ -444,6 +475,84 @@ impl<'r> CaptureObserver<'r> {
         }
         self.final_seen = true;
         Ok(())
+    }
+}
+
+/// Copies every token's row of a `[head_dim, heads, n_tokens]` tensor into
+/// `dst` (`n_tokens × width`, row-major), in one read when rows are packed.
+fn read_token_rows(t: &GraphTensor<'_>, dst: &mut [f32], width: usize) -> Result<(), String> {
+    let nb = t.nb();
+    if nb[2] == width * 4 {
+        t.read_f32(0, dst)
+    } else {
+        for (j, row) in dst.chunks_exact_mut(width).enumerate() {
+            t.read_f32(j * nb[2], row)?;
+        }
+        Ok(())
+    }
+}
+
+/// Records the RoPE'd keys (`Kcur-N`) of every layer while a shared prefix
+/// runs, for the recomputed attention of the prompts that continue it.
+#[derive(Debug)]
+pub(crate) struct PrefixKeyRecorder {
+    n_layer: usize,
+    n_tokens: usize,
+    keys: Vec<Vec<f32>>,
+    problem: Option<String>,
+}
+
+impl PrefixKeyRecorder {
+    pub(crate) fn new(n_layer: usize, n_tokens: usize) -> Self {
+        PrefixKeyRecorder {
+            n_layer,
+            n_tokens,
+            keys: vec![Vec::new(); n_layer],
+            problem: None,
+        }
+    }
+
+    /// The keys of every layer, or what went wrong.
+    pub(crate) fn finish(self) -> Result<Vec<Vec<f32>>, String> {
+        if let Some(problem) = self.problem {
+            return Err(problem);
+        }
+        if let Some(il) = self.keys.iter().position(Vec::is_empty) {
+            return Err(format!(
+                "llama.cpp never produced the RoPE'd keys of layer {il} (`Kcur-{il}`) while running the shared prefix"
+            ));
+        }
+        Ok(self.keys)
+    }
+}
+
+impl GraphObserver for PrefixKeyRecorder {
+    fn wants(&mut self, t: &GraphTensor<'_>) -> bool {
+        let (base, layer) = parse_name(t.name());
+        base == "Kcur" && t.op() == GraphOp::Rope && layer.is_some_and(|il| il < self.n_layer)
+    }
+
+    fn observe(&mut self, t: &GraphTensor<'_>) {
+        let (_, Some(il)) = parse_name(t.name()) else {
+            return;
+        };
+        let [head_dim, heads, n_tokens, _] = t.ne();
+        let nb = t.nb();
+        if n_tokens != self.n_tokens || nb[0] != 4 || nb[1] != head_dim * 4 {
+            self.problem.get_or_insert(format!(
+                "`{}` has an unexpected layout ({head_dim} × {heads} × {n_tokens})",
+                t.name()
+            ));
+            return;
+        }
+        let width = head_dim * heads;
+        let mut keys = vec![0.0; n_tokens * width];
+        match read_token_rows(t, &mut keys, width) {
+            Ok(()) => self.keys[il] = keys,
+            Err(problem) => {
+                self.problem.get_or_insert(problem);
+            }
+        }
     }
 }
 

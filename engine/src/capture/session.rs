@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::llama::{self, FlashAttention, LlamaContext, LlamaModel, RawContextParams};
-use super::observer::{CaptureObserver, Dims, Recompute};
+use super::observer::{CaptureObserver, Dims, PrefixKeyRecorder, Recompute};
 use super::request::{Activations, AttentionPath, CaptureRequest, F32Array, HiddenRequest};
 
 /// Everything that can go wrong between a model path and captured numbers.
@@ -342,6 +342,17 @@ pub struct Session<'m> {
     /// Tokens now in the KV cache (after a capture or a generation step).
     position: usize,
     last_logits: Vec<f32>,
+    /// The shared prefix at the start of the KV cache, if the last capture
+    /// ran one (see [`Session::capture_after_prefix`]).
+    prefix: Option<KeptPrefix>,
+}
+
+/// A shared prefix kept in the KV cache at positions `0..tokens.len()`.
+#[derive(Debug)]
+struct KeptPrefix {
+    tokens: Vec<i32>,
+    /// Its RoPE'd keys per layer, when they were recorded (recomputed path).
+    keys: Option<Vec<Vec<f32>>>,
 }
 
 impl<'m> Session<'m> {
@@ -382,6 +393,7 @@ impl<'m> Session<'m> {
             options,
             position: 0,
             last_logits: Vec::new(),
+            prefix: None,
         })
     }
 
@@ -426,6 +438,42 @@ impl<'m> Session<'m> {
         tokens: &[i32],
         request: &CaptureRequest,
     ) -> Result<Activations, CaptureError> {
+        self.run_capture(tokens, 0, request)
+    }
+
+    /// Like [`Session::capture`], but runs the first `prefix_len` tokens as
+    /// a separate decode and keeps them in the KV cache: when the next call
+    /// starts with the same prefix, only the rest of its prompt runs.
+    ///
+    /// The numbers of a prompt do not depend on whether its prefix was
+    /// reused or run just now (the prefix always runs alone, from an empty
+    /// cache, so the cache holds the same values either way). With flash
+    /// attention off they equal those of a single decode of the whole
+    /// prompt (bit for bit on the CPU); with it on, the kernel's float16
+    /// rounding depends on how the keys are split, and the numbers move
+    /// about as far as switching flash attention off moves them. The request may not read anything before
+    /// `prefix_len` but attention keys: no pooled position, query, final
+    /// norm or per-token logits there.
+    pub fn capture_after_prefix(
+        &mut self,
+        tokens: &[i32],
+        prefix_len: usize,
+        request: &CaptureRequest,
+    ) -> Result<Activations, CaptureError> {
+        self.run_capture(tokens, prefix_len, request)
+    }
+
+    /// Whether the last capture left `prefix` in the cache, ready to reuse.
+    pub fn holds_prefix(&self, prefix: &[i32]) -> bool {
+        self.prefix.as_ref().is_some_and(|p| p.tokens == prefix)
+    }
+
+    fn run_capture(
+        &mut self,
+        tokens: &[i32],
+        prefix_len: usize,
+        request: &CaptureRequest,
+    ) -> Result<Activations, CaptureError> {
         let n = tokens.len();
         self.validate(tokens, request)?;
         let info = &self.model.info;
@@ -433,12 +481,16 @@ impl<'m> Session<'m> {
         if request.attention.is_some() && path == AttentionPath::Recomputed {
             self.model.recompute_check()?;
         }
-        let outputs = output_mask(n, request);
+        if prefix_len > 0 {
+            check_after_prefix(n, prefix_len, request)?;
+        }
+        let n_layer = info.n_layer;
         let dims = Dims {
-            n_layer: info.n_layer,
+            n_layer,
             n_embd: info.n_embd,
             n_head: info.n_head,
             n_tokens: n,
+            offset: prefix_len,
         };
         let recompute = Recompute {
             kq_scale: self.model.attention_scale,
@@ -449,9 +501,24 @@ impl<'m> Session<'m> {
                 "this session was created without the tensor callback".into(),
             ));
         }
-        let mut observer = CaptureObserver::new(request, dims, path, recompute, &outputs);
-        self.ctx.clear();
-        self.position = 0;
+        let needs_keys = request.attention.is_some() && path == AttentionPath::Recomputed;
+        if prefix_len > 0 {
+            self.start_from_prefix(&tokens[..prefix_len], needs_keys)?;
+        } else {
+            self.ctx.clear();
+            self.prefix = None;
+        }
+        self.position = prefix_len;
+        let outputs = output_mask(n, request);
+        let prefix_keys = self.prefix.as_ref().and_then(|p| p.keys.as_deref());
+        let mut observer = CaptureObserver::new(
+            request,
+            dims,
+            path,
+            recompute,
+            &outputs[prefix_len..],
+            prefix_keys,
+        );
         // A request for nothing but logits runs without observer: the
         // callback then declines every node at once.
         let wants_nothing = *request == CaptureRequest::default();
@@ -461,7 +528,12 @@ impl<'m> Session<'m> {
             Some(&mut observer)
         };
         self.ctx
-            .decode(tokens, 0, &outputs, observer_ref)
+            .decode(
+                &tokens[prefix_len..],
+                prefix_len,
+                &outputs[prefix_len..],
+                observer_ref,
+            )
             .map_err(CaptureError::Decode)?;
         self.position = n;
         let captured = observer.finish().map_err(CaptureError::Decode)?;
@@ -493,6 +565,41 @@ impl<'m> Session<'m> {
             logits_last,
             logits_all,
         })
+    }
+
+    /// Leaves exactly `prefix` in the cache: kept from the last capture when
+    /// it ran the same prefix (and recorded its keys, when they are needed),
+    /// else run now, alone, from an empty cache.
+    fn start_from_prefix(&mut self, prefix: &[i32], needs_keys: bool) -> Result<(), CaptureError> {
+        let reusable = self
+            .prefix
+            .as_ref()
+            .is_some_and(|p| p.tokens == prefix && (p.keys.is_some() || !needs_keys));
+        if reusable && self.ctx.truncate(prefix.len()) {
+            return Ok(());
+        }
+        self.ctx.clear();
+        self.prefix = None;
+        let mut outputs = vec![false; prefix.len()];
+        // llama.cpp wants at least one output per decode.
+        outputs[prefix.len() - 1] = true;
+        let keys = if needs_keys {
+            let mut recorder = PrefixKeyRecorder::new(self.model.info.n_layer, prefix.len());
+            self.ctx
+                .decode(prefix, 0, &outputs, Some(&mut recorder))
+                .map_err(CaptureError::Decode)?;
+            Some(recorder.finish().map_err(CaptureError::Decode)?)
+        } else {
+            self.ctx
+                .decode(prefix, 0, &outputs, None)
+                .map_err(CaptureError::Decode)?;
+            None
+        };
+        self.prefix = Some(KeptPrefix {
+            tokens: prefix.to_vec(),
+            keys,
+        });
+        Ok(())
     }
 
     /// llama.cpp's own embeddings output (final norm) for token `i` of the
@@ -570,6 +677,39 @@ impl<'m> Session<'m> {
         }
         Ok(())
     }
+}
+
+/// Checks that a request continuing a kept prefix of `prefix_len` tokens
+/// reads nothing of the prefix but attention keys.
+fn check_after_prefix(
+    n: usize,
+    prefix_len: usize,
+    request: &CaptureRequest,
+) -> Result<(), CaptureError> {
+    let bad = |what: &str| {
+        Err(CaptureError::BadRequest(format!(
+            "{what} cannot be captured after a kept prefix of {prefix_len} tokens; capture the whole prompt instead"
+        )))
+    };
+    if prefix_len >= n {
+        return Err(CaptureError::BadRequest(format!(
+            "a shared prefix of {prefix_len} tokens leaves nothing of the {n}-token prompt to run"
+        )));
+    }
+    if request.hidden == HiddenRequest::All || request.final_norm || request.all_logits {
+        return bad("every token's hidden state, final norm or logits");
+    }
+    if let HiddenRequest::Pooled(pools) = &request.hidden {
+        if pools.iter().any(|p| p.positions().start < prefix_len) {
+            return bad("a pooling over prefix tokens");
+        }
+    }
+    if let Some(attention) = &request.attention {
+        if attention.queries.iter().any(|&q| q < prefix_len) {
+            return bad("attention from a prefix token");
+        }
+    }
+    Ok(())
 }
 
 /// Tokens whose last-block rows (and logits) llama.cpp must compute: all of

@@ -416,16 +416,20 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
     let mut session = Session::new(&model, options)?;
     let started = Instant::now();
     let mut records = Vec::with_capacity(experiment.prompts.len());
-    for p in &experiment.prompts {
+    let all: Vec<usize> = (0..experiment.prompts.len()).collect();
+    let order = crate::study::capture_order(&experiment, &tokenized, &all);
+    for &p in &order {
         records.push(crate::study::capture_prompt(
             &mut session,
             &experiment,
             &tokenized,
-            p.id,
+            p,
             &layers,
         )?);
     }
+    records.sort_by_key(|r| r.prompt);
     let t_capture = started.elapsed();
+    let tokens_run = crate::study::tokens_to_run(&experiment, &tokenized, &order);
     drop(session);
     let run = crate::study::ModelRun {
         name: "bench".into(),
@@ -465,6 +469,12 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
         s(t_capture),
         s(t_capture) / s(t_bare)
     )?;
+    if tokens_run != total_tokens {
+        say!(
+            "    prefix reuse: llama.cpp ran {tokens_run} of the {total_tokens} prompt tokens ({:.0}%)",
+            100.0 * tokens_run as f64 / total_tokens as f64
+        )?;
+    }
     say!(
         "  analyses                             {:>7.1} s",
         s(t_analyses)

@@ -68,6 +68,10 @@ pub struct CaptureOptions {
     pub max_new_tokens: usize,
     /// Layers to analyse: all of them, or a list of block indices.
     pub layers: Option<Vec<usize>>,
+    /// In a task with `demonstrations = "fixed"`, run the instruction and
+    /// demonstrations that its k-shot prompts share once and continue every
+    /// prompt from their KV cache, instead of running each prompt whole.
+    pub reuse_prefix: bool,
 }
 
 impl Default for CaptureOptions {
@@ -76,6 +80,7 @@ impl Default for CaptureOptions {
             pooling: "last".into(),
             max_new_tokens: 8,
             layers: None,
+            reuse_prefix: true,
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod template;
 
 use std::collections::BTreeSet;
 
-pub use config::{ConfigError, ExperimentFile};
+pub use config::{ConfigError, Demonstrations, ExperimentFile};
 pub use prompts::Prompt;
 pub use tasks::{Hypothesis, HypothesisKind, Instance, ProbeTarget, Scoring, Task};
 

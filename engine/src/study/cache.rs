@@ -90,6 +90,8 @@ impl PromptCache {
             "text": p.text,
             "segments": p.segments,
             "attention": task.attention_segments,
+            // Decides whether the prompt's prefix runs apart (reuse_prefix).
+            "demonstrations": task.demonstrations,
             "capture": experiment.file.capture,
             "layers": layers,
             "settings": settings,

@@ -11,7 +11,7 @@ use crate::capture::{
     Session,
 };
 use crate::experiment::scoring::{self, Score};
-use crate::experiment::{spans, Experiment, PoolingChoice, Prompt};
+use crate::experiment::{spans, Demonstrations, Experiment, PoolingChoice, Prompt};
 
 /// What one prompt left behind.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +76,96 @@ fn segment_tokens(
     Ok(range)
 }
 
+/// The tokens at the start of prompt `index` that other prompts share and
+/// that run once, their KV cache kept (0: the prompt runs whole): the
+/// instruction and demonstrations of a k-shot prompt of a task with fixed
+/// demonstrations, when the experiment reuses prefixes. Depends only on the
+/// prompt, its task's options and the tokenizer, never on which prompts ran
+/// before, so that resumed and sharded runs capture the same numbers.
+pub fn shared_prefix_len(experiment: &Experiment, tokenized: &Tokenized, index: usize) -> usize {
+    let p = &experiment.prompts[index];
+    let task = &experiment.tasks[p.task];
+    if !experiment.file.capture.reuse_prefix
+        || task.demonstrations != Demonstrations::Fixed
+        || p.shots == 0
+    {
+        return 0;
+    }
+    let Some(end) = p
+        .segments
+        .get("demonstrations")
+        .and_then(|ranges| ranges.iter().map(|r| r.end).max())
+    else {
+        return 0;
+    };
+    let anchors = &tokenized.anchors[index];
+    let n = tokenized.tokens[index].len();
+    // The first token that starts at or after the end of the demonstrations.
+    let split = spans::tokens_in(anchors, &(0..end)).end.min(n);
+    // The analyses read the pooled and the attending tokens: they must run
+    // after the prefix.
+    let read_from = match &experiment.pooling {
+        PoolingChoice::Last => n - 1,
+        PoolingChoice::Mean(label) | PoolingChoice::Max(label) => {
+            match segment_tokens(p, anchors, label) {
+                Ok(range) => range.start,
+                Err(_) => 0,
+            }
+        }
+    };
+    if split > read_from || split >= n {
+        0
+    } else {
+        split
+    }
+}
+
+/// The order in which to capture `prompts`: as given, except that prompts
+/// sharing a prefix follow the first of them, so that each prefix runs
+/// once. Any order gives the same numbers; this one gives the fewest decodes.
+pub fn capture_order(
+    experiment: &Experiment,
+    tokenized: &Tokenized,
+    prompts: &[usize],
+) -> Vec<usize> {
+    let mut first_with: std::collections::HashMap<&[i32], usize> = Default::default();
+    let mut keyed: Vec<(usize, usize)> = prompts
+        .iter()
+        .enumerate()
+        .map(|(position, &p)| {
+            let len = shared_prefix_len(experiment, tokenized, p);
+            let group = if len == 0 {
+                position
+            } else {
+                *first_with
+                    .entry(&tokenized.tokens[p][..len])
+                    .or_insert(position)
+            };
+            (group, p)
+        })
+        .collect();
+    // Stable: within a group, and between groups, the given order stays.
+    keyed.sort_by_key(|&(group, _)| group);
+    keyed.into_iter().map(|(_, p)| p).collect()
+}
+
+/// How many prompt tokens llama.cpp runs when `order` is captured in one
+/// session: each prompt's own tokens, plus each prefix where it changes.
+pub fn tokens_to_run(experiment: &Experiment, tokenized: &Tokenized, order: &[usize]) -> usize {
+    let mut kept: &[i32] = &[];
+    let mut total = 0;
+    for &p in order {
+        let tokens = &tokenized.tokens[p];
+        let len = shared_prefix_len(experiment, tokenized, p);
+        if len > 0 && kept != &tokens[..len] {
+            kept = &tokens[..len];
+            total += len;
+        }
+        total += tokens.len() - len;
+    }
+    total
+}
+
 /// Captures, generates and scores every prompt. `progress` receives a line
 /// now and then (None for quiet).
 pub fn capture_all(
@@ -89,10 +179,9 @@ pub fn capture_all(
     let total = experiment.prompts.len();
     let mut records = Vec::with_capacity(total);
     let mut next_report = 0;
-    for p in &experiment.prompts {
-        records.push(capture_prompt(
-            session, experiment, tokenized, p.id, layers,
-        )?);
+    let all: Vec<usize> = (0..total).collect();
+    for p in capture_order(experiment, tokenized, &all) {
+        records.push(capture_prompt(session, experiment, tokenized, p, layers)?);
         let done = records.len();
         if let Some(out) = progress.as_mut() {
             if done >= next_report || done == total {
@@ -104,6 +193,7 @@ pub fn capture_all(
             }
         }
     }
+    records.sort_by_key(|r| r.prompt);
     Ok(records)
 }
 
@@ -142,7 +232,8 @@ pub fn capture_prompt(
         final_norm: false,
         all_logits: false,
     };
-    let activations = session.capture(tokens, &request)?;
+    let prefix_len = shared_prefix_len(experiment, tokenized, index);
+    let activations = session.capture_after_prefix(tokens, prefix_len, &request)?;
     let generated_tokens = session.continue_greedy(experiment.file.capture.max_new_tokens)?;
     let generated = model.detokenize(&generated_tokens);
     let score = scoring::score(task.scoring, &task.instances[p.target], &generated);

@@ -10,7 +10,10 @@ pub mod runner;
 mod summary;
 
 pub use analyze::{analyze, ModelRun, StudyResults};
-pub use capture::{capture_all, capture_prompt, tokenize_all, PromptRecord, Tokenized};
+pub use capture::{
+    capture_all, capture_order, capture_prompt, shared_prefix_len, tokenize_all, tokens_to_run,
+    PromptRecord, Tokenized,
+};
 
 use crate::capture::{CaptureError, ContextOptions, Model};
 use crate::experiment::Experiment;

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context as _;
 
 use super::cache::{CaptureSettings, PromptCache};
-use super::capture::{capture_prompt, tokenize_all};
+use super::capture::{capture_order, capture_prompt, tokenize_all};
 use super::ModelRun;
 use crate::capture::{ContextOptions, Model, ModelOptions, Session};
 use crate::experiment::Experiment;
@@ -198,7 +198,8 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         let tokenized = tokenize_all(&model, experiment)?;
         let options = super::context_for(experiment, &tokenized, &model, job.context.clone())?;
         let mut session = Session::new(&model, options)?;
-        for (n, &p) in missing.iter().enumerate() {
+        let order = capture_order(experiment, &tokenized, &missing);
+        for (n, &p) in order.iter().enumerate() {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 progress.finish("interrupted");
                 return Err(Interrupted {
