@@ -1,7 +1,8 @@
 //! `engine report` as a long-running job: interrupted runs resume and give
 //! the same bytes, Ctrl-C stops cleanly, one writer per folder, shards merge
-//! into the single-machine report, a report reproduces itself, and only
-//! what a change affects is captured again. Real default model.
+//! into the single-machine report, a report reproduces itself, only what a
+//! change affects is captured again, and a full disk or a model file
+//! replaced mid-run is a clear error that loses nothing. Real default model.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -364,5 +365,117 @@ fn two_models_are_compared_side_by_side_on_the_same_prompts() {
             "no panel of {name}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_full_disk_leaves_the_previous_report_whole() {
+    let dir = scratch("full-disk");
+    let out = dir.join("reports").join("small");
+    let out_arg = out.to_str().expect("utf-8");
+    let experiment = experiment_file(&dir);
+    ok(&engine(&["report", "-q", &experiment, "--out", out_arg]));
+    let before: Vec<Vec<u8>> = ["index.html", "bundle.safetensors.zst", "viewer_bg.wasm"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).expect("read"))
+        .collect();
+    // A changed experiment, written where files may not exceed 200 KiB
+    // (the limit a full disk sets, as EFBIG instead of ENOSPC): the prompts
+    // fit, the viewer's 600 KB do not. The shell ignores SIGXFSZ so that the
+    // write fails with an error instead of killing the process.
+    let changed = dir.join("changed.toml");
+    std::fs::write(
+        &changed,
+        SMALL_EXPERIMENT.replace("max_new_tokens = 4", "max_new_tokens = 5"),
+    )
+    .expect("write experiment");
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 200; exec '{}' report -q '{}' --out '{out_arg}'",
+        env!("CARGO_BIN_EXE_engine"),
+        changed.display()
+    );
+    let full = Command::new("bash")
+        .args(["-c", &script])
+        .env("SOURCE_DATE_EPOCH", DATE)
+        .output()
+        .expect("run the engine under a file-size limit");
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write `"), "{stderr}");
+    assert!(stderr.contains("the disk is full"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    // The previous report is whole: not one file of it was replaced.
+    for (f, old) in ["index.html", "bundle.safetensors.zst", "viewer_bg.wasm"]
+        .iter()
+        .zip(&before)
+    {
+        assert!(
+            &std::fs::read(out.join(f)).expect("read") == old,
+            "{f} changed"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .expect("list")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n != ".engine-report.lock")
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    // With room again, the run completes from the prompts it captured.
+    let done = ok(&engine(&[
+        "report",
+        &changed.to_string_lossy(),
+        "--out",
+        out_arg,
+    ]));
+    assert!(done.contains("16 from the cache"), "{done}");
+    assert!(std::fs::read(out.join("bundle.safetensors.zst")).expect("read") != before[1]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_model_file_replaced_during_a_run_stops_it_and_keeps_what_was_captured() {
+    let dir = scratch("model-changed");
+    let model = dir.join("model.gguf");
+    let original = engine::default_model::resolve(None).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(&original, &model).expect("copy the model");
+    let out = dir.join("reports").join("small");
+    let experiment = experiment_file(&dir);
+    let child = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args([
+            "report",
+            &experiment,
+            "--model",
+            model.to_str().expect("utf-8"),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ])
+        .env("SOURCE_DATE_EPOCH", DATE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the engine");
+    let started = Instant::now();
+    while cached_prompts(&out) < 3 && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Replace the file as a download or a move would: a new file (same
+    // length, other content and time) renamed over the old one.
+    let mut bytes = std::fs::read(&model).expect("read model");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let replacement = dir.join("replacement.gguf");
+    std::fs::write(&replacement, &bytes).expect("write the replacement");
+    std::fs::rename(&replacement, &model).expect("replace the model");
+    let stopped = child.wait_with_output().expect("wait for the engine");
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("changed during the run"), "{stderr}");
+    assert!(
+        !out.join("index.html").exists(),
+        "no report from a mixed run"
+    );
+    let kept = cached_prompts(&out);
+    assert!(kept >= 3, "{kept} prompts kept");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 /// Writes `path` through `write`; on any error the old file (if any) is left
-/// untouched and the temporary file is removed.
+/// untouched, the temporary file is removed, and the error names `path`.
 pub fn write_atomically<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<T>,
@@ -28,10 +28,26 @@ pub fn write_atomically<T>(
         std::fs::rename(&temporary, path)?;
         Ok(value)
     })();
-    if result.is_err() {
+    result.map_err(|e| {
         let _ = std::fs::remove_file(&temporary);
-    }
-    result
+        explain(path, e)
+    })
+}
+
+/// The error of a failed write, naming the file, and for a full disk (or a
+/// file-size or quota limit) what to do.
+fn explain(path: &Path, e: std::io::Error) -> std::io::Error {
+    // ENOSPC, EFBIG, EDQUOT on Linux.
+    let full = matches!(e.raw_os_error(), Some(28 | 27 | 122));
+    let hint = if full {
+        " — the disk is full (or a file-size or quota limit was reached): free some space and run the same command again; nothing already written was lost"
+    } else {
+        ""
+    };
+    std::io::Error::new(
+        e.kind(),
+        format!("cannot write `{}`: {e}{hint}", path.display()),
+    )
 }
 
 #[cfg(test)]

@@ -413,24 +413,34 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
     let peak_bare = peak_rss_bytes();
 
     // The pipeline: capture, analyses, bundle and report.
-    let mut session = Session::new(&model, options)?;
-    let started = Instant::now();
-    let mut records = Vec::with_capacity(experiment.prompts.len());
-    let all: Vec<usize> = (0..experiment.prompts.len()).collect();
-    let order = crate::study::capture_order(&experiment, &tokenized, &all);
-    for &p in &order {
-        records.push(crate::study::capture_prompt(
-            &mut session,
-            &experiment,
-            &tokenized,
-            p,
-            &layers,
-        )?);
-    }
-    records.sort_by_key(|r| r.prompt);
-    let t_capture = started.elapsed();
-    let tokens_run = crate::study::tokens_to_run(&experiment, &tokenized, &order);
-    drop(session);
+    let capture = |experiment: &crate::experiment::Experiment| -> anyhow::Result<_> {
+        let mut session = Session::new(&model, options.clone())?;
+        let started = Instant::now();
+        let all: Vec<usize> = (0..experiment.prompts.len()).collect();
+        let order = crate::study::capture_order(experiment, &tokenized, &all);
+        let mut records = Vec::with_capacity(all.len());
+        for &p in &order {
+            records.push(crate::study::capture_prompt(
+                &mut session,
+                experiment,
+                &tokenized,
+                p,
+                &layers,
+            )?);
+        }
+        records.sort_by_key(|r| r.prompt);
+        let tokens_run = crate::study::tokens_to_run(experiment, &tokenized, &order);
+        Ok((records, started.elapsed(), tokens_run))
+    };
+    let (records, t_capture, tokens_run) = capture(&experiment)?;
+    // With shared prefixes, the same capture with every prompt run whole.
+    let t_whole = if tokens_run < total_tokens {
+        let mut whole = experiment.clone();
+        whole.file.capture.reuse_prefix = false;
+        Some(capture(&whole)?.1)
+    } else {
+        None
+    };
     let run = crate::study::ModelRun {
         name: "bench".into(),
         sha256: String::new(),
@@ -469,10 +479,16 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
         s(t_capture),
         s(t_capture) / s(t_bare)
     )?;
-    if tokens_run != total_tokens {
+    if let Some(t_whole) = t_whole {
         say!(
-            "    prefix reuse: llama.cpp ran {tokens_run} of the {total_tokens} prompt tokens ({:.0}%)",
+            "    kept prefixes: llama.cpp ran {tokens_run} of the {total_tokens} prompt tokens ({:.0}%)",
             100.0 * tokens_run as f64 / total_tokens as f64
+        )?;
+        say!(
+            "  capture, every prompt whole          {:>7.1} s  ({:.3}× llama.cpp alone; kept prefixes {:.2}× faster)",
+            s(t_whole),
+            s(t_whole) / s(t_bare),
+            s(t_whole) / s(t_capture)
         )?;
     }
     say!(

@@ -2,8 +2,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
-
 use crate::capture::{
     Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, FlashAttention,
     HiddenRequest, Model, Session,
@@ -196,7 +194,6 @@ pub(crate) fn write_capture(
             data: &a.logits_last,
         },
     ));
-    crate::atomic::write_atomically(out, |w| write_npz(w, &arrays).map(|_| ()))
-        .with_context(|| format!("could not write `{}`", out.display()))?;
+    crate::atomic::write_atomically(out, |w| write_npz(w, &arrays).map(|_| ()))?;
     Ok(std::fs::metadata(out).map(|m| m.len()).unwrap_or(0))
 }

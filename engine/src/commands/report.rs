@@ -138,6 +138,24 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
 
     let data_dir = out.join("data");
     let bundle_path = out.join(viewer::bundle::FILE_NAME);
+    // Every file of this run is written into a staging folder first and
+    // moved into the report only once all are written: a full disk or a
+    // crash on the way leaves the previous report whole, never half new.
+    let staging = out.join(STAGING);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).with_context(|| {
+            format!(
+                "cannot remove `{}` left by an earlier run",
+                staging.display()
+            )
+        })?;
+    }
+    std::fs::create_dir_all(staging.join("data"))
+        .with_context(|| format!("cannot create `{}`", staging.display()))?;
+    // Removes what a failed run staged (the disk may be full); after the
+    // commit there is nothing left to remove.
+    let _cleanup = RemoveOnDrop(&staging);
+    let staged_bundle = staging.join(viewer::bundle::FILE_NAME);
     // Nothing changed since the last complete run (same engine, experiment
     // and captured records): reuse its bundle and tables, re-render only.
     let digest = inputs_digest(experiment, &runs);
@@ -149,6 +167,11 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
     let (bundle, results) = if unchanged {
         if mode != Mode::Quiet {
             note!("analyses: nothing changed since the last run; reusing its results");
+        }
+        if args.single_file {
+            // The single file inlines the bundle file's bytes.
+            std::fs::copy(&bundle_path, &staged_bundle)
+                .with_context(|| format!("cannot copy `{}`", bundle_path.display()))?;
         }
         (report::read_bundle(&bundle_path)?, None)
     } else {
@@ -168,9 +191,9 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
                 duration(started.elapsed().as_secs_f64())
             );
         }
-        results.write(&data_dir)?;
+        results.write(&staging.join("data"))?;
         if args.save_embeddings {
-            let path = data_dir.join("embeddings.safetensors");
+            let path = staging.join("data").join("embeddings.safetensors");
             study::export::write_embeddings(&path, experiment, &runs)?;
         }
         let mut provenance = Provenance::current();
@@ -178,30 +201,33 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
             provenance.created = created.clone();
         }
         let bundle = report::build_bundle(experiment, &runs, &results, &provenance)?;
-        report::write_bundle(&bundle_path, &bundle)?;
+        report::write_bundle(&staged_bundle, &bundle)?;
         (bundle, Some(results))
     };
     let started = Instant::now();
-    let bundle_bytes = std::fs::metadata(&bundle_path)
+    let bundle_bytes = std::fs::metadata(&staged_bundle)
+        .or_else(|_| std::fs::metadata(&bundle_path))
         .map(|m| m.len())
         .unwrap_or(0);
     let mut options = RenderOptions {
         single_file: false,
         templates: args.templates.clone(),
     };
-    let page = report::render_report(out, &bundle, &options)?;
+    let page = report::render_report(&staging, &bundle, &options)?;
     let single = if args.single_file {
         options.single_file = true;
-        Some(report::render_report(out, &bundle, &options)?)
+        Some(report::render_report(&staging, &bundle, &options)?)
     } else {
         None
     };
+    record.stage("rendering", started.elapsed().as_secs_f64());
+    record.write(&staging)?;
+    commit_staged(&staging, out)?;
     // The site index lives beside the report folders.
     let site = match out.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(root) => Some(report::write_site(root, args.templates.as_deref())?.0),
         None => None,
     };
-    record.stage("rendering", started.elapsed().as_secs_f64());
     if mode != Mode::Quiet {
         note!(
             "rendering: {} figures in {}",
@@ -209,10 +235,8 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
             duration(started.elapsed().as_secs_f64())
         );
     }
-    record.write(out)?;
     if !unchanged {
-        crate::atomic::write_atomically(&digest_path, |w| w.write_all(digest.as_bytes()))
-            .with_context(|| format!("cannot write `{}`", digest_path.display()))?;
+        crate::atomic::write_atomically(&digest_path, |w| w.write_all(digest.as_bytes()))?;
     }
     if !quiet {
         match &results {
@@ -231,11 +255,15 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
             bundle_path.display(),
             bundle_bytes as f64 / 1e6
         )?;
-        say!("wrote   {} ({} figures)", page.page.display(), page.figures)?;
+        say!(
+            "wrote   {} ({} figures)",
+            committed(&page.page).display(),
+            page.figures
+        )?;
         if let Some(single) = single {
             say!(
                 "wrote   {} (single file, {:.1} MB)",
-                single.page.display(),
+                committed(&single.page).display(),
                 single.page_bytes as f64 / 1e6
             )?;
         }
@@ -244,6 +272,73 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// The folder under a report where a run stages its files.
+const STAGING: &str = ".incoming";
+
+/// Removes a folder when dropped, whatever happened before.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0);
+    }
+}
+
+/// Where a file written under the staging folder ends up.
+fn committed(staged: &Path) -> PathBuf {
+    let mut parts = Vec::new();
+    let mut found = false;
+    for part in staged.components() {
+        if part.as_os_str() == STAGING {
+            found = true;
+        } else {
+            parts.push(part);
+        }
+    }
+    if found {
+        parts.iter().collect()
+    } else {
+        staged.to_path_buf()
+    }
+}
+
+/// Moves every file of `staging` to the same place under `out` (renames in
+/// one file system: no space needed, nothing half-copied), the HTML pages
+/// last, so that a reader who opens the page finds everything it refers to;
+/// then removes `staging`.
+fn commit_staged(staging: &Path, out: &Path) -> anyhow::Result<()> {
+    fn collect(dir: &Path, rel: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let rel = rel.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                collect(&entry.path(), &rel, files)?;
+            } else {
+                files.push(rel);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    collect(staging, Path::new(""), &mut files)
+        .with_context(|| format!("cannot list `{}`", staging.display()))?;
+    let is_page = |f: &PathBuf| {
+        f.parent() == Some(Path::new("")) && f.extension().is_some_and(|e| e == "html")
+    };
+    files.sort_by(|a, b| is_page(a).cmp(&is_page(b)).then(a.cmp(b)));
+    for rel in &files {
+        let target = out.join(rel);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create `{}`", parent.display()))?;
+        }
+        std::fs::rename(staging.join(rel), &target)
+            .with_context(|| format!("cannot move the new `{}` into place", target.display()))?;
+    }
+    std::fs::remove_dir_all(staging)
+        .with_context(|| format!("cannot remove `{}`", staging.display()))
 }
 
 /// A fingerprint of everything the analyses and the bundle depend on: the

@@ -230,8 +230,7 @@ pub fn encode_bundle(bundle: &Bundle) -> anyhow::Result<Vec<u8>> {
 /// then a rename); returns the compressed size in bytes.
 pub fn write_bundle(path: &Path, bundle: &Bundle) -> anyhow::Result<u64> {
     let compressed = encode_bundle(bundle)?;
-    crate::atomic::write_atomically(path, |w| w.write_all(&compressed))
-        .with_context(|| format!("cannot write the bundle `{}`", path.display()))?;
+    crate::atomic::write_atomically(path, |w| w.write_all(&compressed))?;
     Ok(compressed.len() as u64)
 }
 

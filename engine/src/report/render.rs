@@ -366,8 +366,7 @@ pub fn render_report(
     } else {
         dir.join("index.html")
     };
-    crate::atomic::write_atomically(&page, |w| std::io::Write::write_all(w, html.as_bytes()))
-        .with_context(|| format!("cannot write `{}`", page.display()))?;
+    crate::atomic::write_atomically(&page, |w| std::io::Write::write_all(w, html.as_bytes()))?;
     if !options.single_file {
         for (name, bytes) in [
             ("viewer_bg.wasm", VIEWER_WASM),

@@ -126,12 +126,9 @@ impl PromptCache {
     pub fn put(&self, key: &str, record: &PromptRecord) -> anyhow::Result<()> {
         let path = self.path(key);
         let bytes = encode(record)?;
-        crate::atomic::write_atomically(&path, |w| w.write_all(&bytes)).with_context(|| {
-            format!(
-                "cannot save a captured prompt to `{}` (is the disk full?)",
-                path.display()
-            )
-        })
+        Ok(crate::atomic::write_atomically(&path, |w| {
+            w.write_all(&bytes)
+        })?)
     }
 
     /// The model's description, saved so that a fully cached run needs no
@@ -144,8 +141,9 @@ impl PromptCache {
     pub fn put_model_info(&self, info: &ModelInfo) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(info)?;
         let path = self.dir.join("model.json");
-        crate::atomic::write_atomically(&path, |w| w.write_all(text.as_bytes()))
-            .with_context(|| format!("cannot write `{}`", path.display()))
+        Ok(crate::atomic::write_atomically(&path, |w| {
+            w.write_all(text.as_bytes())
+        })?)
     }
 }
 

@@ -180,6 +180,7 @@ pub fn write_embeddings(
     });
     let metadata = std::collections::HashMap::from([("about".to_string(), about.to_string())]);
     let bytes = safetensors::serialize(views, Some(metadata))?;
-    write_atomically(path, |out| std::io::Write::write_all(out, &bytes))
-        .with_context(|| format!("could not write `{}`", path.display()))
+    Ok(write_atomically(path, |out| {
+        std::io::Write::write_all(out, &bytes)
+    })?)
 }

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::Plan;
@@ -81,8 +80,9 @@ impl RunRecord {
     pub(crate) fn write(&self, dir: &Path) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(self)?;
         let path = dir.join(RUN_FILE);
-        crate::atomic::write_atomically(&path, |w| std::io::Write::write_all(w, text.as_bytes()))
-            .with_context(|| format!("cannot write `{}`", path.display()))
+        Ok(crate::atomic::write_atomically(&path, |w| {
+            std::io::Write::write_all(w, text.as_bytes())
+        })?)
     }
 }
 
