@@ -83,6 +83,9 @@ def main(model_path, prompts_path):
     load_s = time.time() - started
     spec = json.load(open(prompts_path))
     max_new = spec["max_new_tokens"]
+    # The answer is the first line: like the engine, stop after a newline,
+    # and do not run the final token (nobody reads its logits).
+    newline = set(spec.get("newline_tokens", []))
     kept = []
     started = time.time()
     with torch.no_grad():
@@ -95,8 +98,10 @@ def main(model_path, prompts_path):
                 (r0, r1), (d0, d1) = prompt["spans"]
                 mass = [(a[0, :, -1, r0:r1].sum(-1).numpy(), a[0, :, -1, d0:d1].sum(-1).numpy()) for a in out.attentions]
             past, token, answer = out.past_key_values, out.logits[0, -1].argmax(), []
-            for _ in range(max_new):
+            while len(answer) < max_new:
                 answer.append(int(token))
+                if len(answer) == max_new or int(token) in newline:
+                    break
                 step = model(token.view(1, 1), past_key_values=past, use_cache=True)
                 past, token = step.past_key_values, step.logits[0, -1].argmax()
             kept.append((hidden, mass, answer))

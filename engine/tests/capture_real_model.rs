@@ -345,12 +345,12 @@ const DEMONSTRATIONS: &str = "Each example lists points on one line. Give y for 
 /// layers), attention probabilities, next-token logits.
 fn capture_distance(a: &Activations, b: &Activations) -> [f32; 3] {
     let hidden = max_abs_diff(
-        &a.hidden.as_ref().unwrap().data,
-        &b.hidden.as_ref().unwrap().data,
+        &a.hidden.as_ref().expect("hidden states").data,
+        &b.hidden.as_ref().expect("hidden states").data,
     );
     let attention = max_abs_diff(
-        &a.attention.as_ref().unwrap().data,
-        &b.attention.as_ref().unwrap().data,
+        &a.attention.as_ref().expect("attention").data,
+        &b.attention.as_ref().expect("attention").data,
     );
     [
         hidden,
@@ -406,7 +406,7 @@ fn a_kept_prefix_gives_the_same_numbers_as_running_it_again_and_as_the_whole_pro
         );
         assert_eq!(reused_answer, cold.continue_greedy(4).expect("generate"));
         // Rows still sum to one over the whole causal prefix.
-        let rows = reused.attention.as_ref().unwrap();
+        let rows = reused.attention.as_ref().expect("attention");
         for layer in 0..30 {
             for head in 0..9 {
                 let sum: f32 = rows.row(&[layer, head, 1]).iter().sum();

@@ -342,6 +342,10 @@ pub struct Session<'m> {
     /// Tokens now in the KV cache (after a capture or a generation step).
     position: usize,
     last_logits: Vec<f32>,
+    /// The last generated token, not yet run: a generation ends without
+    /// running its final token, whose logits nobody reads, unless another
+    /// generation step follows.
+    pending: Option<i32>,
     /// The shared prefix at the start of the KV cache, if the last capture
     /// ran one (see [`Session::capture_after_prefix`]).
     prefix: Option<KeptPrefix>,
@@ -393,6 +397,7 @@ impl<'m> Session<'m> {
             options,
             position: 0,
             last_logits: Vec::new(),
+            pending: None,
             prefix: None,
         })
     }
@@ -502,6 +507,7 @@ impl<'m> Session<'m> {
             ));
         }
         let needs_keys = request.attention.is_some() && path == AttentionPath::Recomputed;
+        self.pending = None;
         if prefix_len > 0 {
             self.start_from_prefix(&tokens[..prefix_len], needs_keys)?;
         } else {
@@ -612,31 +618,55 @@ impl<'m> Session<'m> {
     /// its cache (the prompt is not run again). Stops at an end-of-generation
     /// token, which is not returned.
     pub fn continue_greedy(&mut self, max_new: usize) -> Result<Vec<i32>, CaptureError> {
+        self.continue_greedy_until(max_new, |_| false)
+    }
+
+    /// Like [`Session::continue_greedy`], and also stops after the first
+    /// token for which `stop` is true (returned), e.g. one holding a newline
+    /// when only the first line is the answer.
+    pub fn continue_greedy_until(
+        &mut self,
+        max_new: usize,
+        stop: impl Fn(i32) -> bool,
+    ) -> Result<Vec<i32>, CaptureError> {
         if self.last_logits.is_empty() {
             return Err(CaptureError::BadRequest(
                 "generation needs a captured prompt first".into(),
             ));
         }
+        if let Some(token) = self.pending.take() {
+            self.step(token)?;
+        }
         let mut generated = Vec::new();
-        for _ in 0..max_new {
+        while generated.len() < max_new {
             let next = argmax(&self.last_logits);
             if self.model.is_end_of_generation(next) || self.position >= self.n_ctx() {
                 break;
             }
             generated.push(next);
-            self.ctx
-                .decode(&[next], self.position, &[true], None)
-                .map_err(CaptureError::Decode)?;
-            self.position += 1;
-            self.last_logits = self
-                .ctx
-                .logits(-1)
-                .ok_or_else(|| {
-                    CaptureError::Decode("llama.cpp returned no logits while generating".into())
-                })?
-                .to_vec();
+            if generated.len() == max_new || stop(next) {
+                self.pending = Some(next);
+                break;
+            }
+            self.step(next)?;
         }
         Ok(generated)
+    }
+
+    /// Runs one generated token and keeps its next-token logits.
+    fn step(&mut self, token: i32) -> Result<(), CaptureError> {
+        self.ctx
+            .decode(&[token], self.position, &[true], None)
+            .map_err(CaptureError::Decode)?;
+        self.position += 1;
+        self.last_logits = self
+            .ctx
+            .logits(-1)
+            .ok_or_else(|| {
+                CaptureError::Decode("llama.cpp returned no logits while generating".into())
+            })?
+            .to_vec();
+        Ok(())
     }
 
     fn validate(&self, tokens: &[i32], request: &CaptureRequest) -> Result<(), CaptureError> {

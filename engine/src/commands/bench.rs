@@ -377,8 +377,13 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
                 serde_json::json!({ "tokens": tokens, "spans": spans })
             })
             .collect();
+        // The answer is the first line: both tools stop after a newline.
+        let newline_tokens: Vec<i32> = (0..info.n_vocab as i32)
+            .filter(|&t| model.token_bytes(t).contains(&b'\n'))
+            .collect();
         let text = serde_json::to_string(&serde_json::json!({
             "max_new_tokens": max_new,
+            "newline_tokens": newline_tokens,
             "layers": layers,
             "prompts": prompts,
         }))?;
@@ -406,7 +411,7 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     for tokens in &tokenized.tokens {
         bare.capture(tokens, &CaptureRequest::default())?;
-        bare.continue_greedy(max_new)?;
+        bare.continue_greedy_until(max_new, |token| model.token_bytes(token).contains(&b'\n'))?;
     }
     let t_bare = started.elapsed();
     drop(bare);

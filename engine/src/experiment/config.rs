@@ -64,7 +64,8 @@ pub struct CaptureOptions {
     /// token), or `mean:SEGMENT` / `max:SEGMENT` over a labelled segment
     /// (the study max-pooled over a subset of relevant tokens).
     pub pooling: String,
-    /// Greedy tokens generated for the answer.
+    /// Greedy tokens generated for the answer (its first line: generation
+    /// stops after a newline).
     pub max_new_tokens: usize,
     /// Layers to analyse: all of them, or a list of block indices.
     pub layers: Option<Vec<usize>>,

@@ -25,7 +25,8 @@ use crate::capture::ModelInfo;
 use crate::experiment::{scoring, Experiment};
 
 /// Bump when what a cached record means changes.
-pub const CACHE_FORMAT: u32 = 1;
+/// 2: the answer's generation stops after its first newline.
+pub const CACHE_FORMAT: u32 = 2;
 /// The first bytes of a cached record.
 const MAGIC: &[u8; 8] = b"ICLREC1\n";
 

@@ -234,7 +234,11 @@ pub fn capture_prompt(
     };
     let prefix_len = shared_prefix_len(experiment, tokenized, index);
     let activations = session.capture_after_prefix(tokens, prefix_len, &request)?;
-    let generated_tokens = session.continue_greedy(experiment.file.capture.max_new_tokens)?;
+    // The answer is the first line: generation stops after a newline.
+    let generated_tokens = session
+        .continue_greedy_until(experiment.file.capture.max_new_tokens, |token| {
+            model.token_bytes(token).contains(&b'\n')
+        })?;
     let generated = model.detokenize(&generated_tokens);
     let score = scoring::score(task.scoring, &task.instances[p.target], &generated);
 
