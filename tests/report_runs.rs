@@ -90,11 +90,13 @@ fn cached_prompts(out: &Path) -> usize {
         .count()
 }
 
-/// Starts a report run and stops it with `signal` once `after` prompts are
-/// in the cache; returns the exit status.
-fn interrupt(experiment: &str, out: &Path, signal: &str, after: usize) -> Output {
+/// Starts `engine report ARGS --out OUT` and returns once `after` prompts
+/// are in its cache (or two minutes have passed), the run still going.
+fn start_report(args: &[&str], out: &Path, after: usize) -> std::process::Child {
     let child = Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(["report", experiment, "--out", out.to_str().expect("utf-8")])
+        .arg("report")
+        .args(args)
+        .args(["--out", out.to_str().expect("utf-8")])
         .env("SOURCE_DATE_EPOCH", DATE)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -102,8 +104,15 @@ fn interrupt(experiment: &str, out: &Path, signal: &str, after: usize) -> Output
         .expect("start the engine");
     let started = Instant::now();
     while cached_prompts(out) < after && started.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
+    child
+}
+
+/// Starts a report run and stops it with `signal` once `after` prompts are
+/// in the cache; returns the exit status.
+fn interrupt(experiment: &str, out: &Path, signal: &str, after: usize) -> Output {
+    let child = start_report(&[experiment], out, after);
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
@@ -441,24 +450,11 @@ fn a_model_file_replaced_during_a_run_stops_it_and_keeps_what_was_captured() {
     std::fs::copy(&original, &model).expect("copy the model");
     let out = dir.join("reports").join("small");
     let experiment = experiment_file(&dir);
-    let child = Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args([
-            "report",
-            &experiment,
-            "--model",
-            model.to_str().expect("utf-8"),
-            "--out",
-            out.to_str().expect("utf-8"),
-        ])
-        .env("SOURCE_DATE_EPOCH", DATE)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the engine");
-    let started = Instant::now();
-    while cached_prompts(&out) < 3 && started.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = start_report(
+        &[&experiment, "--model", model.to_str().expect("utf-8")],
+        &out,
+        3,
+    );
     // Replace the file as a download or a move would: a new file (same
     // length, other content and time) renamed over the old one.
     let mut bytes = std::fs::read(&model).expect("read model");

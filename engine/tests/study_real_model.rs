@@ -8,20 +8,30 @@ use engine::study;
 /// Both tasks, two conditions each (shared with the CLI tests).
 const SMALL: &str = include_str!("../../tests/fixtures/small-experiment.toml");
 
-#[test]
-fn a_small_study_captures_every_prompt_once_with_its_segments() {
+/// The default model.
+fn load_model() -> Model {
     let path = engine::default_model::resolve(None).unwrap_or_else(|e| panic!("{e}"));
-    let model = Model::load(&ModelOptions {
+    Model::load(&ModelOptions {
         path,
         n_gpu_layers: 0,
     })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let experiment = Experiment::build(
-        ExperimentFile::parse(SMALL, "small").expect("parse"),
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The experiment of an experiment file's text.
+fn experiment_of(text: &str) -> Experiment {
+    Experiment::build(
+        ExperimentFile::parse(text, "small").expect("parse"),
         "small",
-        Some(SMALL),
+        Some(text),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_small_study_captures_every_prompt_once_with_its_segments() {
+    let model = load_model();
+    let experiment = experiment_of(SMALL);
     let tokenized = study::tokenize_all(&model, &experiment).expect("tokenize");
     let options = study::context_for(
         &experiment,
@@ -76,12 +86,7 @@ fn a_small_study_captures_every_prompt_once_with_its_segments() {
 
 #[test]
 fn a_token_merged_across_a_segment_boundary_goes_where_its_text_starts() {
-    let path = engine::default_model::resolve(None).unwrap_or_else(|e| panic!("{e}"));
-    let model = Model::load(&ModelOptions {
-        path,
-        n_gpu_layers: 0,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let model = load_model();
     let text = r#"
 name = "boundary"
 [[tasks]]
@@ -129,24 +134,14 @@ const PREFIX_REUSE_TOLERANCE: f32 = 1e-5;
 
 #[test]
 fn fixed_demonstrations_run_their_shared_prefix_once_with_the_same_numbers() {
-    let path = engine::default_model::resolve(None).unwrap_or_else(|e| panic!("{e}"));
-    let model = Model::load(&ModelOptions {
-        path,
-        n_gpu_layers: 0,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let model = load_model();
     let text = SMALL.replace(
         "kind = \"reading-comprehension\"",
         "kind = \"reading-comprehension\"\ndemonstrations = \"fixed\"",
     );
     let run = |reuse: bool| {
         let text = text.replace("[capture]", &format!("[capture]\nreuse_prefix = {reuse}"));
-        let experiment = Experiment::build(
-            ExperimentFile::parse(&text, "small").expect("parse"),
-            "small",
-            Some(&text),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let experiment = experiment_of(&text);
         let tokenized = study::tokenize_all(&model, &experiment).expect("tokenize");
         let options = study::context_for(
             &experiment,
