@@ -157,7 +157,7 @@ fn fixed_demonstrations_run_their_shared_prefix_once_with_the_same_numbers() {
         let mut session = Session::new(&model, options).expect("session");
         let layers = experiment.layers(30).expect("layers");
         let all: Vec<usize> = (0..experiment.prompts.len()).collect();
-        let order = study::capture_order(&experiment, &tokenized, &all);
+        let order = study::capture_order(&experiment, &all);
         let ran = study::tokens_to_run(&experiment, &tokenized, &order);
         let records = study::capture_all(&mut session, &experiment, &tokenized, &layers, None)
             .expect("capture");
@@ -202,5 +202,61 @@ fn fixed_demonstrations_run_their_shared_prefix_once_with_the_same_numbers() {
                 a.prompt
             );
         }
+    }
+}
+
+#[test]
+fn answers_generated_in_batches_are_the_answers_generated_one_by_one() {
+    let model = load_model();
+    // Longer answers than the fixture's, so that batches run several steps
+    // and their answers stop at different steps (newline, end, length).
+    let text = SMALL.replace("max_new_tokens = 4", "max_new_tokens = 8");
+    for flash_attention in [FlashAttention::Auto, FlashAttention::Off] {
+        let run = |answer_batch: usize| {
+            let text = text.replace(
+                "[capture]",
+                &format!("[capture]\nanswer_batch = {answer_batch}"),
+            );
+            let experiment = experiment_of(&text);
+            let tokenized = study::tokenize_all(&model, &experiment).expect("tokenize");
+            let options = study::context_for(
+                &experiment,
+                &tokenized,
+                &model,
+                ContextOptions {
+                    threads: 2,
+                    flash_attention,
+                    ..ContextOptions::default()
+                },
+            )
+            .expect("context");
+            let mut session = Session::new(&model, options).expect("session");
+            let layers = experiment.layers(30).expect("layers");
+            let batches = study::answer_batches(&experiment);
+            let records = study::capture_all(&mut session, &experiment, &tokenized, &layers, None)
+                .expect("capture");
+            (batches, records)
+        };
+        let (alone, one_by_one) = run(1);
+        let (batches, batched) = run(5);
+        assert!(alone.iter().all(|b| b.len() == 1));
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [5, 5, 5, 1],
+            "16 prompts in batches of 5"
+        );
+        let lengths: std::collections::BTreeSet<usize> = one_by_one
+            .iter()
+            .map(|r| model.tokenize(&r.generated, false).map_or(0, |t| t.len()))
+            .collect();
+        assert!(lengths.len() > 1, "answers of one length only: {lengths:?}");
+        // The captures run the same code, one prompt at a time: their
+        // numbers are the same bits. An answer's rows are computed alike in
+        // a batch; attention reads the same cells, but where llama.cpp's
+        // order of summation follows the cache layout (the softmax without
+        // flash attention, flash attention's split path for one query over
+        // 512 cells or more) its logits can differ by rounding, which
+        // changes a greedy answer only at a near-tie. There is none here.
+        assert_eq!(batched, one_by_one, "{flash_attention:?}");
     }
 }

@@ -545,6 +545,22 @@ pub(crate) struct RawContextParams {
     /// Install the tensor callback. Off only for baseline timings, to show
     /// what llama.cpp costs with no capture machinery at all.
     pub with_callback: bool,
+    /// Sequences the context holds at once. With more than one, they share
+    /// one KV cache (a saved sequence loads only into a cache with as many
+    /// streams as the one it came from, and capture contexts have one); each
+    /// token attends to its own sequence's cells only, through the mask.
+    pub n_seq_max: u32,
+    /// Tokens per decode; `None`: the whole context, so that a prompt runs
+    /// in one physical batch.
+    pub n_batch: Option<u32>,
+}
+
+/// One token of a multi-sequence decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchToken {
+    pub token: i32,
+    pub pos: usize,
+    pub seq: i32,
 }
 
 /// An inference context (KV cache, compute buffers) over a borrowed model.
@@ -582,9 +598,11 @@ impl<'m> LlamaContext<'m> {
         params.n_ctx = p.n_ctx;
         // One physical batch holds the whole prompt, so each layer's tensors
         // arrive in one piece in the callback.
-        params.n_batch = p.n_ctx;
-        params.n_ubatch = p.n_ctx;
-        params.n_seq_max = 1;
+        let n_batch = p.n_batch.unwrap_or(p.n_ctx);
+        params.n_batch = n_batch;
+        params.n_ubatch = n_batch;
+        params.n_seq_max = p.n_seq_max.max(1);
+        params.kv_unified = p.n_seq_max > 1;
         params.n_threads = p.n_threads;
         params.n_threads_batch = p.n_threads;
         params.flash_attn_type = p.flash_attention.to_sys();
@@ -659,6 +677,80 @@ impl<'m> LlamaContext<'m> {
         }
     }
 
+    /// The KV cache of sequence `seq`, as bytes that
+    /// [`LlamaContext::load_sequence_state`] puts back into any sequence of
+    /// a context of the same model.
+    pub(crate) fn sequence_state(&self, seq: i32) -> Result<Vec<u8>, String> {
+        // SAFETY: size query on a live context.
+        let size = unsafe { sys::llama_state_seq_get_size(self.ptr.as_ptr(), seq) };
+        let mut bytes = vec![0u8; size];
+        // SAFETY: `bytes` has room for `size` bytes, as llama.cpp asked.
+        let written = unsafe {
+            sys::llama_state_seq_get_data(self.ptr.as_ptr(), bytes.as_mut_ptr(), size, seq)
+        };
+        if written == 0 || written > size {
+            return Err(format!(
+                "llama.cpp could not copy out sequence {seq} ({written} of {size} bytes)"
+            ));
+        }
+        bytes.truncate(written);
+        Ok(bytes)
+    }
+
+    /// Puts a sequence saved by [`LlamaContext::sequence_state`] into
+    /// sequence `seq`, which must be empty; its cells go to the start of
+    /// the sequence's stream, in position order.
+    pub(crate) fn load_sequence_state(&mut self, seq: i32, state: &[u8]) -> Result<(), String> {
+        take_recent_problems();
+        // SAFETY: `state` is a live slice of `state.len()` bytes; llama.cpp
+        // validates its contents and returns 0 on any mismatch.
+        let read = unsafe {
+            sys::llama_state_seq_set_data(self.ptr.as_ptr(), state.as_ptr(), state.len(), seq)
+        };
+        if read == 0 {
+            return Err(format!(
+                "llama.cpp could not load a saved sequence into sequence {seq}: {}",
+                take_recent_problems().join("; ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs one decode of tokens from any sequences, each an output: the
+    /// logits of `tokens[i]` are then `logits(i)`. No observer.
+    pub(crate) fn decode_tokens(&mut self, tokens: &[BatchToken]) -> Result<(), String> {
+        if tokens.is_empty() || tokens.len() > self.max_batch() {
+            return Err(format!(
+                "cannot decode {} tokens in a batch of at most {}",
+                tokens.len(),
+                self.max_batch()
+            ));
+        }
+        let n = tokens.len();
+        // SAFETY: allocates a batch for `n` tokens with one sequence id each;
+        // freed below on every path.
+        let mut batch = unsafe { sys::llama_batch_init(n as i32, 0, 1) };
+        // SAFETY: every array of `batch` has room for `n` entries (allocated
+        // above), and `seq_id[i]` for one id.
+        unsafe {
+            for (i, t) in tokens.iter().enumerate() {
+                *batch.token.add(i) = t.token;
+                *batch.pos.add(i) = t.pos as i32;
+                *batch.n_seq_id.add(i) = 1;
+                **batch.seq_id.add(i) = t.seq;
+                *batch.logits.add(i) = 1;
+            }
+        }
+        batch.n_tokens = n as i32;
+        // SAFETY: the batch is fully initialised for `n` tokens and the
+        // context is live; no observer is installed (the slot is null
+        // outside `decode`).
+        let status = unsafe { sys::llama_decode(self.ptr.as_ptr(), batch) };
+        // SAFETY: the batch came from llama_batch_init and is freed once.
+        unsafe { sys::llama_batch_free(batch) };
+        decode_status(status)
+    }
+
     /// Runs `tokens` at positions `first_pos..` of sequence 0. `outputs[i]`
     /// asks for logits (and last-layer rows) of token i. The observer, if
     /// any, sees the graph nodes it asks for.
@@ -721,15 +813,7 @@ impl<'m> LlamaContext<'m> {
                 "the capture failed while llama.cpp was running: {panic}"
             ));
         }
-        match status {
-            0 => Ok(()),
-            1 => Err("llama.cpp found no room in the KV cache for the batch".to_string()),
-            2 => Err("llama.cpp aborted the computation".to_string()),
-            s => Err(format!(
-                "llama_decode failed with status {s}: {}",
-                take_recent_problems().join("; ")
-            )),
-        }
+        decode_status(status)
     }
 
     /// Logits for batch index `i` of the last decode (which must have been
@@ -750,6 +834,19 @@ impl<'m> LlamaContext<'m> {
         let ptr = unsafe { sys::llama_get_embeddings_ith(self.ptr.as_ptr(), i) };
         // SAFETY: see above.
         (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr, self.n_embd) })
+    }
+}
+
+/// `llama_decode`'s status as a result.
+fn decode_status(status: i32) -> Result<(), String> {
+    match status {
+        0 => Ok(()),
+        1 => Err("llama.cpp found no room in the KV cache for the batch".to_string()),
+        2 => Err("llama.cpp aborted the computation".to_string()),
+        s => Err(format!(
+            "llama_decode failed with status {s}: {}",
+            take_recent_problems().join("; ")
+        )),
     }
 }
 

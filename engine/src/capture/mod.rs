@@ -9,12 +9,14 @@
 //! key spans. A request that only wants summaries therefore costs memory in
 //! proportion to layers × heads × spans, never layers × heads × tokens².
 
+mod answers;
 mod cpu;
 mod llama;
 mod observer;
 mod request;
 mod session;
 
+pub use answers::AnswerBatch;
 pub(crate) use llama::supports_gpu_offload;
 pub use llama::{llama_build_info, FlashAttention, GgufSummary};
 pub use request::{

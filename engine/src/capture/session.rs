@@ -218,6 +218,10 @@ impl Model {
         self.inner.is_end_of_generation(token)
     }
 
+    pub(super) fn llama(&self) -> &LlamaModel {
+        &self.inner
+    }
+
     fn recompute_check(&self) -> Result<(), CaptureError> {
         if RECOMPUTE_ARCHITECTURES.contains(&self.info.architecture.as_str()) {
             Ok(())
@@ -368,19 +372,14 @@ impl<'m> Session<'m> {
                 options.n_ctx
             )));
         }
-        let threads = if options.threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            options.threads
-        };
         let params = RawContextParams {
             n_ctx: options.n_ctx,
-            n_threads: threads as i32,
+            n_threads: resolve_threads(options.threads) as i32,
             flash_attention: options.flash_attention,
             embeddings: options.embeddings,
             with_callback: options.with_callback,
+            n_seq_max: 1,
+            n_batch: None,
         };
         let ctx = LlamaContext::new(&model.inner, params).map_err(|problems| {
             CaptureError::ContextFailed {
@@ -404,6 +403,26 @@ impl<'m> Session<'m> {
 
     pub fn model(&self) -> &'m Model {
         self.model
+    }
+
+    pub(super) fn ctx(&self) -> &LlamaContext<'m> {
+        &self.ctx
+    }
+
+    /// The cache length and next-token logits right after the last
+    /// capture, where its answer starts.
+    pub(super) fn answer_point(&self) -> Result<(usize, &[f32]), CaptureError> {
+        if self.last_logits.is_empty() || self.pending.is_some() {
+            return Err(CaptureError::BadRequest(
+                "an answer starts right after a capture; capture the prompt first".into(),
+            ));
+        }
+        Ok((self.position, &self.last_logits))
+    }
+
+    /// The options this session was created with.
+    pub fn options(&self) -> &ContextOptions {
+        &self.options
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -756,6 +775,17 @@ fn output_mask(n: usize, request: &CaptureRequest) -> Vec<bool> {
         }
     }
     outputs
+}
+
+/// `threads`, or every core for 0.
+pub(super) fn resolve_threads(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        threads
+    }
 }
 
 /// The index of the largest logit (the lowest index on ties).

@@ -408,30 +408,59 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
             ..options.clone()
         },
     )?;
-    let started = Instant::now();
-    for tokens in &tokenized.tokens {
-        bare.capture(tokens, &CaptureRequest::default())?;
-        bare.continue_greedy_until(max_new, |token| model.token_bytes(token).contains(&b'\n'))?;
+    // The answers in the same batches as the pipeline's; each answer is
+    // also generated alone, right after its capture, to time both ways.
+    let mut bare_answers = crate::study::answer_context(&bare, &experiment, &tokenized)?;
+    let newline = |token: i32| model.token_bytes(token).contains(&b'\n');
+    let (mut t_forward, mut t_alone, mut t_batched) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut answer_tokens, mut differing) = (0, 0);
+    for batch in crate::study::answer_batches(&experiment) {
+        let mut alone = Vec::with_capacity(batch.len());
+        for &p in &batch {
+            let started = Instant::now();
+            bare.capture(&tokenized.tokens[p], &CaptureRequest::default())?;
+            t_forward += started.elapsed();
+            if let Some(answers) = bare_answers.as_mut() {
+                let started = Instant::now();
+                answers.push(&bare)?;
+                t_batched += started.elapsed();
+            }
+            let started = Instant::now();
+            alone.push(bare.continue_greedy_until(max_new, newline)?);
+            t_alone += started.elapsed();
+        }
+        answer_tokens += alone.iter().map(Vec::len).sum::<usize>();
+        if let Some(answers) = bare_answers.as_mut() {
+            let started = Instant::now();
+            let batched = answers.generate(max_new, newline)?;
+            t_batched += started.elapsed();
+            differing += batched.iter().zip(&alone).filter(|(a, b)| a != b).count();
+        }
     }
-    let t_bare = started.elapsed();
+    let batched = bare_answers.is_some();
+    let t_bare = t_forward + if batched { t_batched } else { t_alone };
+    drop(bare_answers);
     drop(bare);
     let peak_bare = peak_rss_bytes();
 
     // The pipeline: capture, analyses, bundle and report.
     let capture = |experiment: &crate::experiment::Experiment| -> anyhow::Result<_> {
         let mut session = Session::new(&model, options.clone())?;
+        let mut answers = crate::study::answer_context(&session, experiment, &tokenized)?;
         let started = Instant::now();
-        let all: Vec<usize> = (0..experiment.prompts.len()).collect();
-        let order = crate::study::capture_order(experiment, &tokenized, &all);
-        let mut records = Vec::with_capacity(all.len());
-        for &p in &order {
-            records.push(crate::study::capture_prompt(
+        let mut order = Vec::with_capacity(experiment.prompts.len());
+        let mut records = Vec::with_capacity(experiment.prompts.len());
+        for batch in crate::study::answer_batches(experiment) {
+            records.extend(crate::study::capture_batch(
                 &mut session,
+                answers.as_mut(),
                 experiment,
                 &tokenized,
-                p,
+                &batch,
                 &layers,
             )?);
+            order.extend(batch);
         }
         records.sort_by_key(|r| r.prompt);
         let tokens_run = crate::study::tokens_to_run(experiment, &tokenized, &order);
@@ -478,6 +507,21 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
     say!(
         "  llama.cpp alone (forward + answer)   {:>7.1} s",
         s(t_bare)
+    )?;
+    say!(
+        "    of which the {answer_tokens} answer tokens: {:.1} s{}",
+        s(if batched { t_batched } else { t_alone }),
+        if batched {
+            format!(
+                " in batches of {}; {:.1} s one by one ({:.2}×), {differing} of {} answers not the same",
+                experiment.file.capture.answer_batch,
+                s(t_alone),
+                s(t_alone) / s(t_batched),
+                experiment.prompts.len()
+            )
+        } else {
+            " one by one".to_string()
+        }
     )?;
     say!(
         "  capture (forward + capture + answer) {:>7.1} s  ({:.3}× llama.cpp alone)",

@@ -73,6 +73,11 @@ pub struct CaptureOptions {
     /// demonstrations that its k-shot prompts share once and continue every
     /// prompt from their KV cache, instead of running each prompt whole.
     pub reuse_prefix: bool,
+    /// Prompts whose answers are generated together, one token of each per
+    /// decode. Prompts are still captured one at a time; the batches are
+    /// fixed by the experiment (consecutive prompts in capture order), so
+    /// resumed and sharded runs batch them the same way.
+    pub answer_batch: usize,
 }
 
 impl Default for CaptureOptions {
@@ -82,6 +87,7 @@ impl Default for CaptureOptions {
             max_new_tokens: 8,
             layers: None,
             reuse_prefix: true,
+            answer_batch: 8,
         }
     }
 }

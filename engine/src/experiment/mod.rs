@@ -53,7 +53,13 @@ impl PoolingChoice {
     }
 }
 
+/// The widest answer batch: each answer keeps a KV stream as long as the
+/// capture context, so memory grows with the width; gains level off far
+/// below this.
+pub const MAX_ANSWER_BATCH: usize = 64;
+
 /// The comparators between similarity and hypothesis matrices.
+
 pub const COMPARATORS: &[&str] = &["spearman", "kendall-tau-a", "pearson"];
 
 /// A validated experiment with its prompts.
@@ -283,6 +289,13 @@ fn validate_top(f: &ExperimentFile, at: &Locator<'_>) -> Result<(), ConfigError>
             None,
             "capture.max_new_tokens",
             "must be at least 1 (the answer is generated)",
+        ));
+    }
+    if !(1..=MAX_ANSWER_BATCH).contains(&f.capture.answer_batch) {
+        return Err(at.invalid(
+            None,
+            "capture.answer_batch",
+            format!("must be between 1 (each answer alone) and {MAX_ANSWER_BATCH}"),
         ));
     }
     Ok(())

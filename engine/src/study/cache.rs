@@ -6,7 +6,8 @@
 //! One folder per model file, named by the file's SHA-256; one file per
 //! prompt, named by a hash of everything its capture depends on: the cache
 //! format, the model's hash, the prompt's text and segments, the capture
-//! options, the analysed layers and the attention path. Change any of them
+//! options, the analysed layers, the attention path and the prompts its
+//! answer is generated beside. Change any of them
 //! and only the affected prompts are captured again. Scores are not cached:
 //! they are recomputed from the cached answer, so a change to scoring rules
 //! costs nothing. Every file is written atomically (temporary file, then
@@ -26,7 +27,8 @@ use crate::experiment::{scoring, Experiment};
 
 /// Bump when what a cached record means changes.
 /// 2: the answer's generation stops after its first newline.
-pub const CACHE_FORMAT: u32 = 2;
+/// 3: answers are generated in batches (`capture.answer_batch`).
+pub const CACHE_FORMAT: u32 = 3;
 /// The first bytes of a cached record.
 const MAGIC: &[u8; 8] = b"ICLREC1\n";
 
@@ -75,16 +77,25 @@ impl PromptCache {
         &self.dir
     }
 
-    /// The key of prompt `index` of `experiment`.
+    /// The key of prompt `index` of `experiment`, answered in `batch`.
     pub fn key(
         &self,
         experiment: &Experiment,
         index: usize,
+        batch: &[usize],
         layers: &[usize],
         settings: &CaptureSettings,
     ) -> String {
         let p = &experiment.prompts[index];
         let task = &experiment.tasks[p.task];
+        // The prompts answered together: on a GPU they can change the
+        // rounding of each other's answers.
+        let answered_with: Vec<String> = batch
+            .iter()
+            .map(|&q| {
+                crate::report::bundle::hex(&Sha256::digest(experiment.prompts[q].text.as_bytes()))
+            })
+            .collect();
         let identity = serde_json::json!({
             "format": CACHE_FORMAT,
             "model": self.model_sha256,
@@ -96,6 +107,7 @@ impl PromptCache {
             "capture": experiment.file.capture,
             "layers": layers,
             "settings": settings,
+            "answered_with": answered_with,
         });
         crate::report::bundle::hex(&Sha256::digest(identity.to_string().as_bytes()))
     }

@@ -7,8 +7,8 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::capture::{
-    AttentionKeep, AttentionRequest, CaptureError, CaptureRequest, HiddenRequest, Model, Pooling,
-    Session,
+    AnswerBatch, AttentionKeep, AttentionRequest, CaptureError, CaptureRequest, HiddenRequest,
+    Model, Pooling, Session,
 };
 use crate::experiment::scoring::{self, Score};
 use crate::experiment::{spans, Demonstrations, Experiment, PoolingChoice, Prompt};
@@ -120,26 +120,42 @@ pub fn shared_prefix_len(experiment: &Experiment, tokenized: &Tokenized, index: 
     }
 }
 
+/// The text that prompt `index` may share with others as a kept prefix:
+/// its instruction and demonstrations, when its task has fixed
+/// demonstrations and the experiment reuses prefixes. Whether the prefix is
+/// actually kept is decided on tokens ([`shared_prefix_len`]); this only
+/// groups prompts, so it needs no tokenizer.
+fn prefix_text(experiment: &Experiment, index: usize) -> Option<&str> {
+    let p = &experiment.prompts[index];
+    let task = &experiment.tasks[p.task];
+    if !experiment.file.capture.reuse_prefix
+        || task.demonstrations != Demonstrations::Fixed
+        || p.shots == 0
+    {
+        return None;
+    }
+    let end = p
+        .segments
+        .get("demonstrations")?
+        .iter()
+        .map(|r| r.end)
+        .max()?;
+    p.text.get(..end)
+}
+
 /// The order in which to capture `prompts`: as given, except that prompts
-/// sharing a prefix follow the first of them, so that each prefix runs
-/// once. Any order gives the same numbers; this one gives the fewest decodes.
-pub fn capture_order(
-    experiment: &Experiment,
-    tokenized: &Tokenized,
-    prompts: &[usize],
-) -> Vec<usize> {
-    let mut first_with: std::collections::HashMap<&[i32], usize> = Default::default();
+/// that may share a prefix follow the first of them, so that each prefix
+/// runs once. Any order gives the same numbers; this one gives the fewest
+/// decodes.
+pub fn capture_order(experiment: &Experiment, prompts: &[usize]) -> Vec<usize> {
+    let mut first_with: std::collections::HashMap<&str, usize> = Default::default();
     let mut keyed: Vec<(usize, usize)> = prompts
         .iter()
         .enumerate()
         .map(|(position, &p)| {
-            let len = shared_prefix_len(experiment, tokenized, p);
-            let group = if len == 0 {
-                position
-            } else {
-                *first_with
-                    .entry(&tokenized.tokens[p][..len])
-                    .or_insert(position)
+            let group = match prefix_text(experiment, p) {
+                Some(text) => *first_with.entry(text).or_insert(position),
+                None => position,
             };
             (group, p)
         })
@@ -147,6 +163,56 @@ pub fn capture_order(
     // Stable: within a group, and between groups, the given order stays.
     keyed.sort_by_key(|&(group, _)| group);
     keyed.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The answer batches of the experiment: all its prompts in capture order,
+/// cut into runs of `capture.answer_batch`. They depend on the experiment
+/// alone, never on what is cached or which shard runs, so a prompt is always
+/// answered beside the same prompts (on a GPU, the batch can change the
+/// rounding of an answer's logits).
+pub fn answer_batches(experiment: &Experiment) -> Vec<Vec<usize>> {
+    let all: Vec<usize> = (0..experiment.prompts.len()).collect();
+    capture_order(experiment, &all)
+        .chunks(experiment.file.capture.answer_batch.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// A context for the experiment's answer batches, beside `session`; `None`
+/// when each answer is generated alone (`capture.answer_batch = 1`).
+pub fn answer_context<'m>(
+    session: &Session<'m>,
+    experiment: &Experiment,
+    tokenized: &Tokenized,
+) -> Result<Option<AnswerBatch<'m>>, CaptureError> {
+    let batches = answer_batches(experiment);
+    let width = batches.iter().map(Vec::len).max().unwrap_or(0);
+    if experiment.file.capture.answer_batch <= 1 || width <= 1 {
+        return Ok(None);
+    }
+    // The largest batch's prompts and answers, rounded up as llama.cpp
+    // rounds its caches.
+    let max_new = experiment.file.capture.max_new_tokens;
+    let cells = batches
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|&p| tokenized.tokens[p].len() + max_new)
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0)
+        .div_ceil(256)
+        * 256;
+    let options = session.options();
+    AnswerBatch::new(
+        session.model(),
+        width,
+        cells,
+        options.threads,
+        options.flash_attention,
+    )
+    .map(Some)
 }
 
 /// How many prompt tokens llama.cpp runs when `order` is captured in one
@@ -166,8 +232,8 @@ pub fn tokens_to_run(experiment: &Experiment, tokenized: &Tokenized, order: &[us
     total
 }
 
-/// Captures, generates and scores every prompt. `progress` receives a line
-/// now and then (None for quiet).
+/// Captures, generates and scores every prompt, in answer batches.
+/// `progress` receives a line now and then (None for quiet).
 pub fn capture_all(
     session: &mut Session<'_>,
     experiment: &Experiment,
@@ -179,9 +245,16 @@ pub fn capture_all(
     let total = experiment.prompts.len();
     let mut records = Vec::with_capacity(total);
     let mut next_report = 0;
-    let all: Vec<usize> = (0..total).collect();
-    for p in capture_order(experiment, tokenized, &all) {
-        records.push(capture_prompt(session, experiment, tokenized, p, layers)?);
+    let mut answers = answer_context(session, experiment, tokenized)?;
+    for batch in answer_batches(experiment) {
+        records.extend(capture_batch(
+            session,
+            answers.as_mut(),
+            experiment,
+            tokenized,
+            &batch,
+            layers,
+        )?);
         let done = records.len();
         if let Some(out) = progress.as_mut() {
             if done >= next_report || done == total {
@@ -197,7 +270,48 @@ pub fn capture_all(
     Ok(records)
 }
 
-/// Captures, generates and scores prompt `index` of the experiment.
+/// Captures the prompts of one answer batch one by one, then generates
+/// their answers together (or each right after its capture, without an
+/// answer context), and scores them. Records come in `batch` order.
+pub fn capture_batch(
+    session: &mut Session<'_>,
+    answers: Option<&mut AnswerBatch<'_>>,
+    experiment: &Experiment,
+    tokenized: &Tokenized,
+    batch: &[usize],
+    layers: &[usize],
+) -> Result<Vec<PromptRecord>, CaptureError> {
+    let model = session.model();
+    let max_new = experiment.file.capture.max_new_tokens;
+    // The answer is the first line: generation stops after a newline.
+    let stop = |token: i32| model.token_bytes(token).contains(&b'\n');
+    let Some(answers) = answers else {
+        return batch
+            .iter()
+            .map(|&p| {
+                let read = read_prompt(session, experiment, tokenized, p, layers)?;
+                let generated = session.continue_greedy_until(max_new, stop)?;
+                Ok(read.into_record(experiment, model.detokenize(&generated)))
+            })
+            .collect();
+    };
+    let mut reads = Vec::with_capacity(batch.len());
+    let mut records = Vec::with_capacity(batch.len());
+    for (i, &p) in batch.iter().enumerate() {
+        reads.push(read_prompt(session, experiment, tokenized, p, layers)?);
+        answers.push(session)?;
+        if reads.len() == answers.width() || i + 1 == batch.len() {
+            let generated = answers.generate(max_new, stop)?;
+            for (read, tokens) in reads.drain(..).zip(generated) {
+                records.push(read.into_record(experiment, model.detokenize(&tokens)));
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Captures, generates and scores prompt `index` of the experiment, its
+/// answer generated right after its capture.
 pub fn capture_prompt(
     session: &mut Session<'_>,
     experiment: &Experiment,
@@ -205,6 +319,48 @@ pub fn capture_prompt(
     index: usize,
     layers: &[usize],
 ) -> Result<PromptRecord, CaptureError> {
+    let mut records = capture_batch(session, None, experiment, tokenized, &[index], layers)?;
+    Ok(records.remove(0))
+}
+
+/// What the capture of a prompt keeps, before its answer.
+#[derive(Debug, Clone)]
+struct Read {
+    prompt: usize,
+    n_tokens: usize,
+    token_spans: Vec<(String, Range<usize>)>,
+    embedding: Vec<f32>,
+    attention_mass: Option<Vec<f32>>,
+    span_lengths: Option<(usize, usize)>,
+}
+
+impl Read {
+    fn into_record(self, experiment: &Experiment, generated: String) -> PromptRecord {
+        let p = &experiment.prompts[self.prompt];
+        let task = &experiment.tasks[p.task];
+        let score = scoring::score(task.scoring, &task.instances[p.target], &generated);
+        PromptRecord {
+            prompt: self.prompt,
+            n_tokens: self.n_tokens,
+            token_spans: self.token_spans,
+            embedding: self.embedding,
+            attention_mass: self.attention_mass,
+            span_lengths: self.span_lengths,
+            generated,
+            score,
+        }
+    }
+}
+
+/// Captures prompt `index` of the experiment (from its kept prefix, when
+/// it has one) and keeps what the analyses read.
+fn read_prompt(
+    session: &mut Session<'_>,
+    experiment: &Experiment,
+    tokenized: &Tokenized,
+    index: usize,
+    layers: &[usize],
+) -> Result<Read, CaptureError> {
     let model = session.model();
     let info = model.info().clone();
     let p = &experiment.prompts[index];
@@ -234,13 +390,6 @@ pub fn capture_prompt(
     };
     let prefix_len = shared_prefix_len(experiment, tokenized, index);
     let activations = session.capture_after_prefix(tokens, prefix_len, &request)?;
-    // The answer is the first line: generation stops after a newline.
-    let generated_tokens = session
-        .continue_greedy_until(experiment.file.capture.max_new_tokens, |token| {
-            model.token_bytes(token).contains(&b'\n')
-        })?;
-    let generated = model.detokenize(&generated_tokens);
-    let score = scoring::score(task.scoring, &task.instances[p.target], &generated);
 
     let hidden = activations
         .hidden
@@ -268,14 +417,12 @@ pub fn capture_prompt(
         })
         .collect();
     token_spans.sort_by(|a, b| a.1.start.cmp(&b.1.start).then(a.0.cmp(&b.0)));
-    Ok(PromptRecord {
+    Ok(Read {
         prompt: p.id,
         n_tokens: n,
         token_spans,
         embedding,
         attention_mass,
         span_lengths: attention_spans.map(|(r, d)| (r.len(), d.len())),
-        generated,
-        score,
     })
 }

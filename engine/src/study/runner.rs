@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context as _;
 
 use super::cache::{CaptureSettings, PromptCache};
-use super::capture::{capture_order, capture_prompt, tokenize_all};
+use super::capture::{answer_batches, answer_context, capture_batch, tokenize_all};
 use super::ModelRun;
 use crate::capture::{ContextOptions, Model, ModelOptions, Session};
 use crate::experiment::Experiment;
@@ -36,7 +36,9 @@ pub struct Interrupted {
 pub struct ModelChanged(pub String);
 
 /// Which share of the prompts a machine captures: `index` of `count`
-/// (1-based, as Slurm's array task ids usually are).
+/// (1-based, as Slurm's array task ids usually are). Shards own whole
+/// answer batches, so that every prompt is answered beside the same
+/// prompts as on a single machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
     pub index: usize,
@@ -44,10 +46,10 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Prompts are dealt round-robin, so every shard gets a similar mix of
-    /// short 0-shot and long k-shot prompts.
-    pub fn owns(&self, prompt: usize) -> bool {
-        prompt % self.count == self.index - 1
+    /// Answer batches are dealt round-robin, so every shard gets a similar
+    /// mix of short 0-shot and long k-shot prompts.
+    pub fn owns(&self, batch: usize) -> bool {
+        batch % self.count == self.index - 1
     }
 }
 
@@ -136,9 +138,13 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         flash_attention: format!("{:?}", job.context.flash_attention).to_lowercase(),
         n_gpu_layers: job.n_gpu_layers,
     };
-    let owned: Vec<usize> = (0..experiment.prompts.len())
-        .filter(|&p| job.shard.is_none_or(|s| s.owns(p)))
+    let batches: Vec<Vec<usize>> = answer_batches(experiment)
+        .into_iter()
+        .enumerate()
+        .filter(|(b, _)| job.shard.is_none_or(|s| s.owns(*b)))
+        .map(|(_, batch)| batch)
         .collect();
+    let owned: Vec<usize> = batches.iter().flatten().copied().collect();
 
     let mut model: Option<Model> = None;
     // A cached description serves while the file is unchanged, or absent
@@ -163,9 +169,12 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         }
     };
     let layers = experiment.layers(info.n_layer)?;
-    let keys: Vec<String> = (0..experiment.prompts.len())
-        .map(|p| cache.key(experiment, p, &layers, &settings))
-        .collect();
+    let mut keys = vec![String::new(); experiment.prompts.len()];
+    for batch in answer_batches(experiment) {
+        for &p in &batch {
+            keys[p] = cache.key(experiment, p, &batch, &layers, &settings);
+        }
+    }
     let missing: Vec<usize> = owned
         .iter()
         .copied()
@@ -198,13 +207,19 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         let tokenized = tokenize_all(&model, experiment)?;
         let options = super::context_for(experiment, &tokenized, &model, job.context.clone())?;
         let mut session = Session::new(&model, options)?;
-        let order = capture_order(experiment, &tokenized, &missing);
-        for (n, &p) in order.iter().enumerate() {
+        let mut answers = answer_context(&session, experiment, &tokenized)?;
+        let mut done = owned.len() - missing.len();
+        // A batch with a missing prompt runs whole, cached prompts too (a run
+        // stopped while saving it): its answers depend on all its prompts.
+        for batch in batches
+            .iter()
+            .filter(|b| b.iter().any(|p| !cache.contains(&keys[*p])))
+        {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 progress.finish("interrupted");
                 return Err(Interrupted {
                     model: job.name.clone(),
-                    done: owned.len() - missing.len() + n,
+                    done,
                     total: owned.len(),
                 }
                 .into());
@@ -212,9 +227,21 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
             if file_stamp(job.model_path) != stamp {
                 return Err(ModelChanged(job.model_path.display().to_string()).into());
             }
-            let record = capture_prompt(&mut session, experiment, &tokenized, p, &layers)?;
-            cache.put(&keys[p], &record)?;
-            progress.tick();
+            let records = capture_batch(
+                &mut session,
+                answers.as_mut(),
+                experiment,
+                &tokenized,
+                batch,
+                &layers,
+            )?;
+            for (record, &p) in records.iter().zip(batch) {
+                if !cache.contains(&keys[p]) {
+                    cache.put(&keys[p], record)?;
+                    done += 1;
+                    progress.tick();
+                }
+            }
         }
     }
     let captured = missing.len();
