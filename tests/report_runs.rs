@@ -229,6 +229,7 @@ fn shards_merge_into_the_single_machine_report() {
     let dir = scratch("shards");
     let experiment = experiment_file(&dir);
     let mut shard_files = Vec::new();
+    let mut shares = Vec::new();
     for i in 1..=3 {
         let out = dir.join(format!("machine-{i}"));
         ok(&engine(&[
@@ -242,14 +243,12 @@ fn shards_merge_into_the_single_machine_report() {
         ]));
         let file = out.join("shards").join(format!("shard-{i}-of-3.zip"));
         assert!(file.is_file());
-        // A shard captures its share only.
-        let share = cached_prompts(&out);
-        assert!(
-            (5..=6).contains(&share),
-            "shard {i} captured {share} prompts"
-        );
+        shares.push(cached_prompts(&out));
         shard_files.push(file.to_str().expect("utf-8").to_string());
     }
+    // A shard captures its share only: whole answer batches of 3 (3, 3, 3,
+    // 3, 3, 1), dealt round-robin.
+    assert_eq!(shares, [6, 6, 4]);
     let merged = dir.join("reports").join("small");
     let mut args = vec!["merge", "-q"];
     args.extend(shard_files[..2].iter().map(String::as_str));

@@ -282,3 +282,75 @@ fn the_paper_preset_is_both_tasks_and_unknown_presets_are_named() {
         .to_string();
     assert!(err.contains("`papr`") && err.contains("paper"), "{err}");
 }
+
+#[test]
+fn answer_batches_follow_the_capture_order_and_shards_own_whole_batches() {
+    use engine::study::runner::Shard;
+    // The paper preset with fixed demonstrations: a k-shot prompt shares its
+    // instruction and demonstrations with the other k-shot prompts of its
+    // task and condition, which are captured one after the other.
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/bench/paper-fixed.toml"
+    ))
+    .expect("read the preset");
+    let text = text.replace("seed = 20231001", "seed = 20231001\n[capture]\nanswer_batch = 7");
+    let experiment = build(&text).unwrap_or_else(|e| panic!("{e}"));
+    let n = experiment.prompts.len();
+    let batches = engine::study::answer_batches(&experiment);
+    assert!(batches[..batches.len() - 1].iter().all(|b| b.len() == 7));
+    assert_eq!(batches.last().map(Vec::len), Some((n - 1) % 7 + 1));
+    let order: Vec<usize> = batches.iter().flatten().copied().collect();
+    let all: Vec<usize> = (0..n).collect();
+    assert_eq!(order, engine::study::capture_order(&experiment, &all));
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, all, "every prompt once");
+    // Prompts that share a prefix text are consecutive.
+    let prefix = |p: usize| {
+        let prompt = &experiment.prompts[p];
+        prompt
+            .segments
+            .get("demonstrations")
+            .filter(|_| prompt.shots > 0)
+            .map(|r| prompt.text[..r[0].end].to_string())
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut last = None;
+    for &p in &order {
+        if let Some(text) = prefix(p) {
+            if last.as_ref() != Some(&text) {
+                assert!(seen.insert(text.clone()), "a prefix group is split");
+            }
+            last = Some(text);
+        } else {
+            last = None;
+        }
+    }
+    // The batches depend on the experiment only: the same again.
+    assert_eq!(engine::study::answer_batches(&experiment), batches);
+    // Three shards own whole batches, round-robin, every prompt once.
+    let mut owned = Vec::new();
+    for index in 1..=3 {
+        let shard = Shard { index, count: 3 };
+        for (b, batch) in batches.iter().enumerate() {
+            if shard.owns(b) {
+                owned.extend(batch.iter().copied());
+            }
+        }
+    }
+    owned.sort_unstable();
+    assert_eq!(owned, all);
+}
+
+#[test]
+fn an_answer_batch_out_of_range_is_refused() {
+    for bad in ["0", "65"] {
+        let message = error_of(&CUSTOM.replace(
+            "name = \"capitals\"\n\n[[tasks]]",
+            &format!("name = \"capitals\"\n[capture]\nanswer_batch = {bad}\n\n[[tasks]]"),
+        ));
+        assert!(message.contains("capture.answer_batch"), "{message}");
+        assert!(message.contains("between 1"), "{message}");
+    }
+}

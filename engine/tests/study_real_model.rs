@@ -214,8 +214,8 @@ fn answers_generated_in_batches_are_the_answers_generated_one_by_one() {
     for flash_attention in [FlashAttention::Auto, FlashAttention::Off] {
         let run = |answer_batch: usize| {
             let text = text.replace(
-                "[capture]",
-                &format!("[capture]\nanswer_batch = {answer_batch}"),
+                "answer_batch = 3",
+                &format!("answer_batch = {answer_batch}"),
             );
             let experiment = experiment_of(&text);
             let tokenized = study::tokenize_all(&model, &experiment).expect("tokenize");
@@ -283,7 +283,7 @@ fn answers_generated_in_batches_are_the_answers_generated_one_by_one() {
             }
             let same_answer = study::PromptRecord {
                 generated: b.generated.clone(),
-                score: b.score.clone(),
+                score: b.score,
                 ..a.clone()
             };
             assert_eq!(&same_answer, b, "prompt {}", a.prompt);

@@ -53,13 +53,12 @@ impl PoolingChoice {
     }
 }
 
-/// The widest answer batch: each answer keeps a KV stream as long as the
-/// capture context, so memory grows with the width; gains level off far
-/// below this.
+/// The widest answer batch: the answer context holds every prompt of a
+/// batch, so its memory grows with the width, and the gain of a wider
+/// decode levels off far below this.
 pub const MAX_ANSWER_BATCH: usize = 64;
 
 /// The comparators between similarity and hypothesis matrices.
-
 pub const COMPARATORS: &[&str] = &["spearman", "kendall-tau-a", "pearson"];
 
 /// A validated experiment with its prompts.
