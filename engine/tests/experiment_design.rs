@@ -294,7 +294,10 @@ fn answer_batches_follow_the_capture_order_and_shards_own_whole_batches() {
         "/../scripts/bench/paper-fixed.toml"
     ))
     .expect("read the preset");
-    let text = text.replace("seed = 20231001", "seed = 20231001\n[capture]\nanswer_batch = 7");
+    let text = text.replace(
+        "seed = 20231001",
+        "seed = 20231001\n[capture]\nanswer_batch = 7",
+    );
     let experiment = build(&text).unwrap_or_else(|e| panic!("{e}"));
     let n = experiment.prompts.len();
     let batches = engine::study::answer_batches(&experiment);

@@ -188,6 +188,16 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         owned.len(),
     );
     progress.skip(owned.len() - missing.len());
+    if let (Some(shard), true) = (job.shard, owned.is_empty()) {
+        progress.note(&format!(
+            "{}: shard {} of {} has nothing to capture: the experiment has {} answer batches of up to {} prompts, dealt round-robin to the shards",
+            job.name,
+            shard.index,
+            shard.count,
+            answer_batches(experiment).len(),
+            experiment.file.capture.answer_batch
+        ));
+    }
     if !missing.is_empty() {
         if owned.len() > missing.len() {
             progress.note(&format!(
