@@ -703,11 +703,12 @@ fn site_refuses_a_missing_folder() {
 fn report_refuses_a_bad_experiment_before_loading_a_model() {
     let dir = scratch_dir("bad-experiment");
     let experiment = dir.join("bad.toml");
-    std::fs::write(
-        &experiment,
-        SMALL_EXPERIMENT.replace("cv_folds = 2", "cv_folds = 2\nfolds = 3"),
-    )
-    .expect("write");
+    let text = SMALL_EXPERIMENT.replace("cv_folds = 2", "cv_folds = 2\nfolds = 3");
+    let line = 1 + text
+        .lines()
+        .position(|l| l == "folds = 3")
+        .expect("the bad line");
+    std::fs::write(&experiment, &text).expect("write");
     let out = engine(&[
         "report",
         experiment.to_str().expect("utf-8"),
@@ -717,7 +718,7 @@ fn report_refuses_a_bad_experiment_before_loading_a_model() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("unknown field `folds`") && stderr.contains("line 9"),
+        stderr.contains("unknown field `folds`") && stderr.contains(&format!("line {line}:")),
         "{stderr}"
     );
     assert!(

@@ -246,8 +246,8 @@ fn shards_merge_into_the_single_machine_report() {
         shares.push(cached_prompts(&out));
         shard_files.push(file.to_str().expect("utf-8").to_string());
     }
-    // A shard captures its share only: whole answer batches of 3 (3, 3, 3,
-    // 3, 3, 1), dealt round-robin.
+    // A shard captures its share only: whole answer batches of 3 (3, 3, 2 in
+    // each task), dealt round-robin.
     assert_eq!(shares, [6, 6, 4]);
     let merged = dir.join("reports").join("small");
     let mut args = vec!["merge", "-q"];

@@ -301,8 +301,28 @@ fn answer_batches_follow_the_capture_order_and_shards_own_whole_batches() {
     let experiment = build(&text).unwrap_or_else(|e| panic!("{e}"));
     let n = experiment.prompts.len();
     let batches = engine::study::answer_batches(&experiment);
-    assert!(batches[..batches.len() - 1].iter().all(|b| b.len() == 7));
-    assert_eq!(batches.last().map(Vec::len), Some((n - 1) % 7 + 1));
+    // Runs of 7 prompts of one task; each task's last run holds the rest.
+    let task_of = |b: &Vec<usize>| experiment.prompts[b[0]].task;
+    for (i, batch) in batches.iter().enumerate() {
+        assert!(batch
+            .iter()
+            .all(|&p| experiment.prompts[p].task == task_of(batch)));
+        let last_of_task = batches
+            .get(i + 1)
+            .is_none_or(|next| task_of(next) != task_of(batch));
+        if !last_of_task {
+            assert_eq!(batch.len(), 7);
+        }
+    }
+    for (t, task) in experiment.tasks.iter().enumerate() {
+        let count = experiment.prompts.iter().filter(|p| p.task == t).count();
+        let last = batches
+            .iter()
+            .rev()
+            .find(|b| task_of(b) == t)
+            .expect(&task.name);
+        assert_eq!(last.len(), (count - 1) % 7 + 1, "{}", task.name);
+    }
     let order: Vec<usize> = batches.iter().flatten().copied().collect();
     let all: Vec<usize> = (0..n).collect();
     assert_eq!(order, engine::study::capture_order(&experiment, &all));

@@ -242,8 +242,8 @@ fn answers_generated_in_batches_are_the_answers_generated_one_by_one() {
         assert!(alone.iter().all(|b| b.len() == 1));
         assert_eq!(
             batches.iter().map(Vec::len).collect::<Vec<_>>(),
-            [5, 5, 5, 1],
-            "16 prompts in batches of 5"
+            [5, 3, 5, 3],
+            "two tasks of 8 prompts in batches of 5"
         );
         let lengths: std::collections::BTreeSet<usize> = one_by_one
             .iter()

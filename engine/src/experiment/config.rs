@@ -75,8 +75,8 @@ pub struct CaptureOptions {
     pub reuse_prefix: bool,
     /// Prompts whose answers are generated together, one token of each per
     /// decode. Prompts are still captured one at a time; the batches are
-    /// fixed by the experiment (consecutive prompts in capture order), so
-    /// resumed and sharded runs batch them the same way.
+    /// fixed by the experiment (consecutive prompts of one task in capture
+    /// order), so resumed and sharded runs batch them the same way.
     pub answer_batch: usize,
 }
 

@@ -165,17 +165,26 @@ pub fn capture_order(experiment: &Experiment, prompts: &[usize]) -> Vec<usize> {
     keyed.into_iter().map(|(_, p)| p).collect()
 }
 
-/// The answer batches of the experiment: all its prompts in capture order,
-/// cut into runs of `capture.answer_batch`. They depend on the experiment
-/// alone, never on what is cached or which shard runs, so a prompt is always
-/// answered beside the same prompts (on a GPU, the batch can change the
-/// rounding of an answer's logits).
+/// The answer batches of the experiment: its prompts in capture order, cut
+/// into runs of `capture.answer_batch` prompts of one task. They depend on
+/// the experiment alone, never on what is cached or which shard runs, so a
+/// prompt is always answered beside the same prompts (on a GPU, the batch
+/// can change the rounding of an answer's logits); and a task's batches do
+/// not change when another task is added or edited.
 pub fn answer_batches(experiment: &Experiment) -> Vec<Vec<usize>> {
+    let width = experiment.file.capture.answer_batch.max(1);
     let all: Vec<usize> = (0..experiment.prompts.len()).collect();
-    capture_order(experiment, &all)
-        .chunks(experiment.file.capture.answer_batch.max(1))
-        .map(<[usize]>::to_vec)
-        .collect()
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut task = None;
+    for p in capture_order(experiment, &all) {
+        let this_task = experiment.prompts[p].task;
+        match batches.last_mut() {
+            Some(batch) if task == Some(this_task) && batch.len() < width => batch.push(p),
+            _ => batches.push(vec![p]),
+        }
+        task = Some(this_task);
+    }
+    batches
 }
 
 /// A context for the experiment's answer batches, beside `session`; `None`
