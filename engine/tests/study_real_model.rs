@@ -28,25 +28,37 @@ fn experiment_of(text: &str) -> Experiment {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[test]
-fn a_small_study_captures_every_prompt_once_with_its_segments() {
-    let model = load_model();
-    let experiment = experiment_of(SMALL);
-    let tokenized = study::tokenize_all(&model, &experiment).expect("tokenize");
+/// Captures every prompt of `experiment` on two threads, as `engine report`
+/// does; returns its tokens and records.
+fn capture_study(
+    model: &Model,
+    experiment: &Experiment,
+    flash_attention: FlashAttention,
+) -> (study::Tokenized, Vec<study::PromptRecord>) {
+    let tokenized = study::tokenize_all(model, experiment).expect("tokenize");
     let options = study::context_for(
-        &experiment,
+        experiment,
         &tokenized,
-        &model,
+        model,
         ContextOptions {
             threads: 2,
+            flash_attention,
             ..ContextOptions::default()
         },
     )
     .expect("context");
-    let mut session = Session::new(&model, options).expect("session");
+    let mut session = Session::new(model, options).expect("session");
     let layers = experiment.layers(30).expect("layers");
     let records =
-        study::capture_all(&mut session, &experiment, &tokenized, &layers, None).expect("capture");
+        study::capture_all(&mut session, experiment, &tokenized, &layers, None).expect("capture");
+    (tokenized, records)
+}
+
+#[test]
+fn a_small_study_captures_every_prompt_once_with_its_segments() {
+    let model = load_model();
+    let experiment = experiment_of(SMALL);
+    let (tokenized, records) = capture_study(&model, &experiment, FlashAttention::Auto);
     assert_eq!(records.len(), experiment.prompts.len());
     for (record, prompt) in records.iter().zip(&experiment.prompts) {
         assert_eq!(record.embedding.len(), 30 * 576);
@@ -142,25 +154,10 @@ fn fixed_demonstrations_run_their_shared_prefix_once_with_the_same_numbers() {
     let run = |reuse: bool| {
         let text = text.replace("[capture]", &format!("[capture]\nreuse_prefix = {reuse}"));
         let experiment = experiment_of(&text);
-        let tokenized = study::tokenize_all(&model, &experiment).expect("tokenize");
-        let options = study::context_for(
-            &experiment,
-            &tokenized,
-            &model,
-            ContextOptions {
-                threads: 2,
-                flash_attention: FlashAttention::Off,
-                ..ContextOptions::default()
-            },
-        )
-        .expect("context");
-        let mut session = Session::new(&model, options).expect("session");
-        let layers = experiment.layers(30).expect("layers");
+        let (tokenized, records) = capture_study(&model, &experiment, FlashAttention::Off);
         let all: Vec<usize> = (0..experiment.prompts.len()).collect();
         let order = study::capture_order(&experiment, &all);
         let ran = study::tokens_to_run(&experiment, &tokenized, &order);
-        let records = study::capture_all(&mut session, &experiment, &tokenized, &layers, None)
-            .expect("capture");
         let prefixes: Vec<usize> = all
             .iter()
             .map(|&p| study::shared_prefix_len(&experiment, &tokenized, p))
@@ -218,27 +215,11 @@ fn answers_generated_in_batches_are_the_answers_generated_one_by_one() {
                 &format!("answer_batch = {answer_batch}"),
             );
             let experiment = experiment_of(&text);
-            let tokenized = study::tokenize_all(&model, &experiment).expect("tokenize");
-            let options = study::context_for(
-                &experiment,
-                &tokenized,
-                &model,
-                ContextOptions {
-                    threads: 2,
-                    flash_attention,
-                    ..ContextOptions::default()
-                },
-            )
-            .expect("context");
-            let mut session = Session::new(&model, options).expect("session");
-            let layers = experiment.layers(30).expect("layers");
-            let batches = study::answer_batches(&experiment);
-            let records = study::capture_all(&mut session, &experiment, &tokenized, &layers, None)
-                .expect("capture");
-            (batches, records)
+            let (tokenized, records) = capture_study(&model, &experiment, flash_attention);
+            (study::answer_batches(&experiment), tokenized, records)
         };
-        let (alone, one_by_one) = run(1);
-        let (batches, batched) = run(5);
+        let (alone, tokenized, one_by_one) = run(1);
+        let (batches, _, batched) = run(5);
         assert!(alone.iter().all(|b| b.len() == 1));
         assert_eq!(
             batches.iter().map(Vec::len).collect::<Vec<_>>(),
@@ -267,8 +248,8 @@ fn answers_generated_in_batches_are_the_answers_generated_one_by_one() {
         for (a, b) in batched.iter().zip(&one_by_one) {
             if a.generated != b.generated {
                 differing += 1;
-                let prompt = experiment_text_tokens(&model, &text, a.prompt);
-                let margin = margin_where_answers_part(&model, &prompt, &b.generated, &a.generated);
+                let prompt = &tokenized.tokens[a.prompt];
+                let margin = margin_where_answers_part(&model, prompt, &b.generated, &a.generated);
                 eprintln!(
                     "prompt {} {flash_attention:?}: {:?} in a batch, {:?} alone, top two {margin} apart",
                     a.prompt, a.generated, b.generated
@@ -309,15 +290,6 @@ fn answers_generated_in_batches_are_the_answers_generated_one_by_one() {
 /// on a fresh capture of prompt and answer, which rounds differently again;
 /// measured: 0.015 and 0.12 for the two answers that change.
 const NEAR_TIE_LOGITS: f32 = 0.25;
-
-/// The tokens of prompt `index` of the experiment in `text`.
-fn experiment_text_tokens(model: &Model, text: &str, index: usize) -> Vec<i32> {
-    let experiment = experiment_of(text);
-    study::tokenize_all(model, &experiment)
-        .expect("tokenize")
-        .tokens[index]
-        .clone()
-}
 
 /// Follows the greedy answer `alone` of `prompt` token by token (each step
 /// a fresh capture) to where it parts from `other`, and returns the gap

@@ -319,21 +319,8 @@ pub fn capture_batch(
     Ok(records)
 }
 
-/// Captures, generates and scores prompt `index` of the experiment, its
-/// answer generated right after its capture.
-pub fn capture_prompt(
-    session: &mut Session<'_>,
-    experiment: &Experiment,
-    tokenized: &Tokenized,
-    index: usize,
-    layers: &[usize],
-) -> Result<PromptRecord, CaptureError> {
-    let mut records = capture_batch(session, None, experiment, tokenized, &[index], layers)?;
-    Ok(records.remove(0))
-}
-
 /// What the capture of a prompt keeps, before its answer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Read {
     prompt: usize,
     n_tokens: usize,

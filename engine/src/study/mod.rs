@@ -11,8 +11,8 @@ mod summary;
 
 pub use analyze::{analyze, ModelRun, StudyResults};
 pub use capture::{
-    answer_batches, answer_context, capture_all, capture_batch, capture_order, capture_prompt,
-    shared_prefix_len, tokenize_all, tokens_to_run, PromptRecord, Tokenized,
+    answer_batches, answer_context, capture_all, capture_batch, capture_order, shared_prefix_len,
+    tokenize_all, tokens_to_run, PromptRecord, Tokenized,
 };
 
 use crate::capture::{CaptureError, ContextOptions, Model};

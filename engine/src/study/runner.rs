@@ -138,13 +138,14 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         flash_attention: format!("{:?}", job.context.flash_attention).to_lowercase(),
         n_gpu_layers: job.n_gpu_layers,
     };
-    let batches: Vec<Vec<usize>> = answer_batches(experiment)
-        .into_iter()
+    let all_batches = answer_batches(experiment);
+    let batches: Vec<&Vec<usize>> = all_batches
+        .iter()
         .enumerate()
         .filter(|(b, _)| job.shard.is_none_or(|s| s.owns(*b)))
         .map(|(_, batch)| batch)
         .collect();
-    let owned: Vec<usize> = batches.iter().flatten().copied().collect();
+    let owned: Vec<usize> = batches.iter().copied().flatten().copied().collect();
 
     let mut model: Option<Model> = None;
     // A cached description serves while the file is unchanged, or absent
@@ -170,9 +171,9 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
     };
     let layers = experiment.layers(info.n_layer)?;
     let mut keys = vec![String::new(); experiment.prompts.len()];
-    for batch in answer_batches(experiment) {
-        for &p in &batch {
-            keys[p] = cache.key(experiment, p, &batch, &layers, &settings);
+    for batch in &all_batches {
+        for &p in batch {
+            keys[p] = cache.key(experiment, p, batch, &layers, &settings);
         }
     }
     let missing: Vec<usize> = owned
@@ -194,7 +195,7 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
             job.name,
             shard.index,
             shard.count,
-            answer_batches(experiment).len(),
+            all_batches.len(),
             experiment.file.capture.answer_batch
         ));
     }
@@ -221,7 +222,7 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         let mut done = owned.len() - missing.len();
         // A batch with a missing prompt runs whole, cached prompts too (a run
         // stopped while saving it): its answers depend on all its prompts.
-        for batch in batches
+        for &batch in batches
             .iter()
             .filter(|b| b.iter().any(|p| !cache.contains(&keys[*p])))
         {
