@@ -8,6 +8,11 @@ quantized matmuls, so the two differ by that rounding; the Rust test owns the
 tolerances.
 
 usage: python3 llama_forward.py MODEL.gguf CAPTURE.npz  ->  JSON on stdout
+       python3 llama_forward.py MODEL.gguf PATCH.json   ->  JSON on stdout
+
+The second form runs the tokens of PATCH.json ({"tokens", "layer",
+"vector"}) with the residual stream after block `layer` replaced by `vector`
+at the last token (ICL patching), and prints the next-token log-probabilities.
 """
 import json
 import sys
@@ -34,8 +39,14 @@ def main(model_path, capture_path):
     eps = float(field(reader, "llama.attention.layer_norm_rms_epsilon"))
     rope_base = float(field(reader, "llama.rope.freq_base"))
 
-    capture = np.load(capture_path)
-    tokens = capture["tokens"]
+    patch = None
+    if capture_path.endswith(".json"):
+        with open(capture_path) as f:
+            patch = json.load(f)
+        tokens = np.array(patch["tokens"])
+    else:
+        capture = np.load(capture_path)
+        tokens = capture["tokens"]
     T = len(tokens)
 
     def rms_norm(x, w):
@@ -77,10 +88,18 @@ def main(model_path, capture_path):
         gate = h @ weights[p + "ffn_gate.weight"].T
         up = h @ weights[p + "ffn_up.weight"].T
         x = x + ((gate / (1 + np.exp(-gate))) * up) @ weights[p + "ffn_down.weight"].T
+        if patch is not None and il == patch["layer"]:
+            x = x.copy()
+            x[-1] = np.array(patch["vector"], dtype=np.float64)
         hidden.append(x)
     final = rms_norm(x, weights["output_norm.weight"])
     out_w = weights.get("output.weight", weights["token_embd.weight"])
     logits = final[-1] @ out_w.T
+    if patch is not None:
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        json.dump({"logprobs": [float(v) for v in logprobs]}, sys.stdout)
+        return
 
     ours = capture["hidden"].astype(np.float64)
 

@@ -187,7 +187,56 @@ pub struct TaskEntry {
     /// Names of the representation measures correlated with behaviour, in
     /// the order of the `correlation` arrays.
     pub measures: Vec<String>,
+    /// The ICL-patching analysis of the task ("Putting the in-context state
+    /// back"), when it ran; absent in bundles written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patching: Option<PatchingEntry>,
 }
+
+/// What the `patching*` arrays of a task hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchingEntry {
+    /// The `method` axis: `replace` (the target's own k-shot state written
+    /// over its 0-shot state), `replace-control` (the k-shot state of a
+    /// target of another condition), `task-vector` (the leave-one-out mean
+    /// of k-shot − 0-shot added, times `scale`), `task-vector-control` (a
+    /// random vector of the task vector's norm added).
+    pub methods: Vec<String>,
+    /// The `measure` axis: `first_token_logprob` and `answer_logprob`
+    /// (teacher-forced log-probability of the correct answer's first token
+    /// and of the whole answer, natural log), then `behavior` (the greedy
+    /// answer scored as the task's `behavior` array is; NaN where no greedy
+    /// answer was generated).
+    pub measures: Vec<String>,
+    /// Model name → the block indices patched: the `layer` axis of that
+    /// model's `patching` and `patching_recovery` arrays.
+    pub layers: BTreeMap<String, Vec<usize>>,
+    /// The factor the task vector is multiplied by.
+    pub scale: f64,
+    /// Confidence level of the recovery intervals.
+    pub confidence: f64,
+}
+
+/// The `patching` methods, in the order of the `method` axis.
+pub const PATCHING_METHODS: [&str; 4] = [
+    "replace",
+    "replace-control",
+    "task-vector",
+    "task-vector-control",
+];
+
+/// The `patching` measures, in the order of the `measure` axis.
+pub const PATCHING_MEASURES: [&str; 3] = ["first_token_logprob", "answer_logprob", "behavior"];
+
+/// The last axis of `patching_recovery`.
+pub const RECOVERY_FIELDS: [&str; 6] = [
+    "fraction",
+    "ci_low",
+    "ci_high",
+    "mean_patched",
+    "mean_zero_shot",
+    "mean_k_shot",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeEntry {

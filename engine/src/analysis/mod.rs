@@ -32,6 +32,7 @@ pub mod crossval;
 mod kernel;
 mod logistic;
 mod matrix;
+pub mod patching;
 pub mod probe;
 pub mod resample;
 pub mod rsa;

@@ -181,7 +181,7 @@ impl<'m> AnswerBatch<'m> {
                 break;
             }
             self.ctx
-                .decode_tokens(&batch)
+                .decode_tokens(&batch, None)
                 .map_err(CaptureError::Decode)?;
             for (i, token) in batch.iter().enumerate() {
                 let logits = self.ctx.logits(i as i32).ok_or_else(|| {

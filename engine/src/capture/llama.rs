@@ -461,6 +461,52 @@ impl GraphTensor<'_> {
     }
 }
 
+impl GraphTensor<'_> {
+    /// Overwrites `src.len()` float32 values starting at `byte_offset` with
+    /// `src`, before any later node of the graph reads them. Works on every
+    /// backend (CPU or GPU memory): llama.cpp's maintainers confirm the eval
+    /// callback may modify the tensor it is shown, through
+    /// `ggml_backend_tensor_set`, never through a host pointer.
+    pub(crate) fn write_f32(&self, byte_offset: usize, src: &[f32]) -> Result<(), String> {
+        if !self.is_f32() {
+            return Err(format!("tensor `{}` is not float32", self.name()));
+        }
+        let size = std::mem::size_of_val(src);
+        // SAFETY: `raw` is a live tensor for the duration of the callback.
+        let nbytes = unsafe { sys::ggml_nbytes(self.raw) };
+        // A view has no buffer of its own; writing through it is refused so
+        // that a patch never lands in memory another node owns.
+        if self.raw.buffer.is_null()
+            || !self.raw.view_src.is_null()
+            || byte_offset % 4 != 0
+            || byte_offset.saturating_add(size) > nbytes
+        {
+            return Err(format!(
+                "cannot write {size} bytes at offset {byte_offset} of tensor `{}` ({nbytes} bytes)",
+                self.name()
+            ));
+        }
+        if size == 0 {
+            return Ok(());
+        }
+        // SAFETY: the tensor owns a backend buffer and the range lies inside
+        // it (checked above); `src` is readable for `size` bytes. The graph
+        // node is computed and not yet read by later nodes (the scheduler
+        // stops after a node the callback asked for), and ggml copies the
+        // bytes before returning. The cast drops `const` from the tensor
+        // struct only: ggml writes the buffer it points to, not the struct.
+        unsafe {
+            sys::ggml_backend_tensor_set(
+                std::ptr::from_ref(self.raw).cast_mut(),
+                src.as_ptr().cast(),
+                byte_offset,
+                size,
+            )
+        };
+        Ok(())
+    }
+}
+
 fn bytemuck_name(name: &[c_char; 64]) -> &[u8] {
     // SAFETY: c_char and u8 have the same size and alignment; the slice covers
     // exactly the array.
@@ -697,6 +743,31 @@ impl<'m> LlamaContext<'m> {
         Ok(bytes)
     }
 
+    /// Makes sequence `dst` share every cell of sequence `src` (the cells
+    /// are not copied: in a unified cache they gain a second sequence id).
+    pub(crate) fn copy_sequence(&mut self, src: i32, dst: i32) {
+        // SAFETY: the memory handle belongs to this live context; p0 = p1 =
+        // -1 means every position.
+        unsafe {
+            sys::llama_memory_seq_cp(sys::llama_get_memory(self.ptr.as_ptr()), src, dst, -1, -1)
+        };
+    }
+
+    /// Forgets the positions `from_pos..` of sequence `seq`. Returns false
+    /// when llama.cpp cannot remove part of a sequence (recurrent memories).
+    pub(crate) fn forget_from(&mut self, seq: i32, from_pos: usize) -> bool {
+        // SAFETY: the memory handle belongs to this live context; p1 = -1
+        // means "to the end".
+        unsafe {
+            sys::llama_memory_seq_rm(
+                sys::llama_get_memory(self.ptr.as_ptr()),
+                seq,
+                from_pos as i32,
+                -1,
+            )
+        }
+    }
+
     /// Puts a sequence saved by [`LlamaContext::sequence_state`] into
     /// sequence `seq`, which must be empty; its cells go to the start of
     /// the sequence's stream, in position order.
@@ -717,8 +788,15 @@ impl<'m> LlamaContext<'m> {
     }
 
     /// Runs one decode of tokens from any sequences, each an output: the
-    /// logits of `tokens[i]` are then `logits(i)`. No observer.
-    pub(crate) fn decode_tokens(&mut self, tokens: &[BatchToken]) -> Result<(), String> {
+    /// logits of `tokens[i]` are then `logits(i)`. The observer, if any,
+    /// sees the graph nodes it asks for; rows follow the order of `tokens`
+    /// (the context must have a unified cache to decode several sequences,
+    /// or llama.cpp reorders them).
+    pub(crate) fn decode_tokens(
+        &mut self,
+        tokens: &[BatchToken],
+        observer: Option<&mut dyn GraphObserver>,
+    ) -> Result<(), String> {
         if tokens.is_empty() || tokens.len() > self.max_batch() {
             return Err(format!(
                 "cannot decode {} tokens in a batch of at most {}",
@@ -726,29 +804,8 @@ impl<'m> LlamaContext<'m> {
                 self.max_batch()
             ));
         }
-        let n = tokens.len();
-        // SAFETY: allocates a batch for `n` tokens with one sequence id each;
-        // freed below on every path.
-        let mut batch = unsafe { sys::llama_batch_init(n as i32, 0, 1) };
-        // SAFETY: every array of `batch` has room for `n` entries (allocated
-        // above), and `seq_id[i]` for one id.
-        unsafe {
-            for (i, t) in tokens.iter().enumerate() {
-                *batch.token.add(i) = t.token;
-                *batch.pos.add(i) = t.pos as i32;
-                *batch.n_seq_id.add(i) = 1;
-                **batch.seq_id.add(i) = t.seq;
-                *batch.logits.add(i) = 1;
-            }
-        }
-        batch.n_tokens = n as i32;
-        // SAFETY: the batch is fully initialised for `n` tokens and the
-        // context is live; no observer is installed (the slot is null
-        // outside `decode`).
-        let status = unsafe { sys::llama_decode(self.ptr.as_ptr(), batch) };
-        // SAFETY: the batch came from llama_batch_init and is freed once.
-        unsafe { sys::llama_batch_free(batch) };
-        decode_status(status)
+        let outputs = vec![true; tokens.len()];
+        self.run_batch(tokens, &outputs, observer)
     }
 
     /// Runs `tokens` at positions `first_pos..` of sequence 0. `outputs[i]`
@@ -772,20 +829,39 @@ impl<'m> LlamaContext<'m> {
                 self.n_ctx()
             ));
         }
+        let batch: Vec<BatchToken> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &token)| BatchToken {
+                token,
+                pos: first_pos + i,
+                seq: 0,
+            })
+            .collect();
+        self.run_batch(&batch, outputs, observer)
+    }
+
+    /// One `llama_decode` of `tokens` (sizes checked by the caller), with
+    /// the observer installed in the callback slot while it runs.
+    fn run_batch(
+        &mut self,
+        tokens: &[BatchToken],
+        outputs: &[bool],
+        observer: Option<&mut dyn GraphObserver>,
+    ) -> Result<(), String> {
         let n = tokens.len();
         // SAFETY: allocates a batch for `n` tokens with one sequence id each;
         // freed below on every path.
-        let batch = unsafe { sys::llama_batch_init(n as i32, 0, 1) };
-        let mut batch = batch;
+        let mut batch = unsafe { sys::llama_batch_init(n as i32, 0, 1) };
         // SAFETY: every array of `batch` has room for `n` entries (allocated
         // above), and `seq_id[i]` for one id.
         unsafe {
-            for i in 0..n {
-                *batch.token.add(i) = tokens[i];
-                *batch.pos.add(i) = (first_pos + i) as i32;
+            for (i, (t, &output)) in tokens.iter().zip(outputs).enumerate() {
+                *batch.token.add(i) = t.token;
+                *batch.pos.add(i) = t.pos as i32;
                 *batch.n_seq_id.add(i) = 1;
-                **batch.seq_id.add(i) = 0;
-                *batch.logits.add(i) = i8::from(outputs[i]);
+                **batch.seq_id.add(i) = t.seq;
+                *batch.logits.add(i) = i8::from(output);
             }
         }
         batch.n_tokens = n as i32;

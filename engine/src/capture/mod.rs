@@ -13,12 +13,14 @@ mod answers;
 mod cpu;
 mod llama;
 mod observer;
+mod patching;
 mod request;
 mod session;
 
 pub use answers::AnswerBatch;
 pub(crate) use llama::supports_gpu_offload;
 pub use llama::{llama_build_info, FlashAttention, GgufSummary};
+pub use patching::{Patch, PatchJob, PatchMode, PatchRunner, PatchedRun};
 pub use request::{
     Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, F32Array,
     HiddenRequest, Pooling,

@@ -194,6 +194,17 @@ impl Model {
             .map_err(CaptureError::Tokenize)
     }
 
+    /// Tokenizes text that continues a prompt (an answer): no BOS, and
+    /// special-token text stays plain text.
+    pub fn tokenize_continuation(&self, text: &str) -> Result<Vec<i32>, CaptureError> {
+        if text.is_empty() {
+            return Err(CaptureError::EmptyPrompt);
+        }
+        self.inner
+            .tokenize(text, false, false)
+            .map_err(CaptureError::Tokenize)
+    }
+
     /// The raw bytes of a token (may hold part of a UTF-8 character).
     pub fn token_bytes(&self, token: i32) -> Vec<u8> {
         self.inner.token_bytes(token)
@@ -625,6 +636,87 @@ impl<'m> Session<'m> {
             keys,
         });
         Ok(())
+    }
+
+    /// The teacher-forced log-probabilities of `answer` right after the last
+    /// capture: of its first token (from the capture's own logits) and of
+    /// the whole answer (its tokens but the last run after the prompt, in
+    /// one decode). The answer's cells are forgotten afterwards, so the
+    /// greedy answer is generated from the prompt exactly as without this.
+    pub fn answer_logprobs(&mut self, answer: &[i32]) -> Result<(f64, f64), CaptureError> {
+        let (position, logits) = self.answer_point()?;
+        let Some(&first) = answer.first() else {
+            return Err(CaptureError::BadRequest(
+                "the answer to score has no tokens".into(),
+            ));
+        };
+        let first_lp = super::patching::token_logprob(logits, first);
+        let mut total = first_lp;
+        let rest = &answer[..answer.len() - 1];
+        if !rest.is_empty() {
+            if position + rest.len() > self.n_ctx() {
+                return Err(CaptureError::BadRequest(format!(
+                    "the prompt and its {}-token answer do not fit the context of {}",
+                    answer.len(),
+                    self.n_ctx()
+                )));
+            }
+            self.ctx
+                .decode(rest, position, &vec![true; rest.len()], None)
+                .map_err(CaptureError::Decode)?;
+            for (k, &token) in answer[1..].iter().enumerate() {
+                let row = self.ctx.logits(k as i32).ok_or_else(|| {
+                    CaptureError::Decode("llama.cpp returned no logits for the answer".into())
+                })?;
+                total += super::patching::token_logprob(row, token);
+            }
+            if !self.ctx.truncate(position) {
+                return Err(CaptureError::Decode(
+                    "llama.cpp could not forget the scored answer's tokens".into(),
+                ));
+            }
+        }
+        Ok((first_lp, total))
+    }
+
+    /// The next-token logits of `tokens` run whole from an empty cache,
+    /// with `patch` written at the last token: the plain way to patch, which
+    /// the cheap [`super::PatchRunner`] must agree with.
+    pub fn patched_next_token_logits(
+        &mut self,
+        tokens: &[i32],
+        patch: &super::patching::Patch,
+    ) -> Result<Vec<f32>, CaptureError> {
+        let n = tokens.len();
+        self.validate(tokens, &CaptureRequest::default())?;
+        let info = &self.model.info;
+        // The last block keeps only the rows of outputs, here the last token.
+        let row = if patch.layer + 1 == info.n_layer {
+            0
+        } else {
+            n - 1
+        };
+        let patches = vec![super::patching::RowPatch { row, patch }];
+        let mut observer = super::patching::PatchObserver::new(info.n_layer, info.n_embd, patches);
+        self.pending = None;
+        self.prefix = None;
+        self.ctx.clear();
+        let mut outputs = vec![false; n];
+        outputs[n - 1] = true;
+        self.ctx
+            .decode(tokens, 0, &outputs, Some(&mut observer))
+            .map_err(CaptureError::Decode)?;
+        observer.finish().map_err(CaptureError::Decode)?;
+        self.position = n;
+        let logits = self
+            .ctx
+            .logits(-1)
+            .ok_or_else(|| {
+                CaptureError::Decode("llama.cpp returned no logits for the last token".into())
+            })?
+            .to_vec();
+        self.last_logits = logits.clone();
+        Ok(logits)
     }
 
     /// llama.cpp's own embeddings output (final norm) for token `i` of the

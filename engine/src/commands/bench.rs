@@ -482,6 +482,7 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
         layers,
         records,
         capture_seconds: t_capture.as_secs_f64(),
+        patching: None,
     };
     let started = Instant::now();
     let results = crate::study::analyze(&experiment, std::slice::from_ref(&run))?;

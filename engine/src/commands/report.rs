@@ -361,6 +361,9 @@ fn inputs_digest(experiment: &Experiment, runs: &[ModelRun]) -> String {
                 hasher.update(x.to_le_bytes());
             }
         }
+        if let Some(patching) = &run.patching {
+            hasher.update(format!("{:?}", patching.tasks));
+        }
     }
     report::bundle::hex(&hasher.finalize())
 }

@@ -50,6 +50,9 @@ pub struct ExperimentFile {
     pub capture: CaptureOptions,
     #[serde(default)]
     pub analysis: AnalysisOptions,
+    /// The causal test: the in-context state put back into 0-shot runs.
+    #[serde(default, skip_serializing_if = "PatchingOptions::is_off")]
+    pub patching: PatchingOptions,
     pub tasks: Vec<TaskFile>,
 }
 
@@ -89,6 +92,56 @@ impl Default for CaptureOptions {
             reuse_prefix: true,
             answer_batch: 8,
         }
+    }
+}
+
+/// ICL patching: run each target's 0-shot prompt again with the last
+/// prompt token's residual stream (`l_out-ℓ`) patched at one layer ℓ, and
+/// measure how much of the k-shot improvement comes back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatchingOptions {
+    /// Run the patching analysis (on in the `paper` preset).
+    pub enabled: bool,
+    /// `replace` (the target's own k-shot state written over its 0-shot
+    /// state) and/or `task-vector` (the mean k-shot − 0-shot difference of
+    /// the *other* targets of the task added, times `scale`).
+    pub methods: Vec<String>,
+    /// Block indices to patch; every analysed layer when absent.
+    pub layers: Option<Vec<usize>>,
+    /// The factor the task vector is multiplied by.
+    pub scale: f64,
+    /// Also run each method's control: `replace` with the k-shot state of
+    /// a target of another condition, `task-vector` with a random vector of
+    /// the same norm.
+    pub controls: bool,
+    /// Greedy answers (scored like the capture's) after patches at every
+    /// `greedy_stride`-th patched layer, counted from the last; 1 = every
+    /// layer, 0 = none. The log-probabilities are measured at every layer.
+    pub greedy_stride: usize,
+    /// Patched runs that share one decode.
+    pub batch: usize,
+}
+
+impl Default for PatchingOptions {
+    fn default() -> Self {
+        PatchingOptions {
+            enabled: false,
+            methods: vec!["replace".into(), "task-vector".into()],
+            layers: None,
+            scale: 1.0,
+            controls: true,
+            greedy_stride: 1,
+            batch: 64,
+        }
+    }
+}
+
+impl PatchingOptions {
+    /// Left out of the resolved experiment when off, so that experiments
+    /// without patching keep their manifests and cache keys.
+    pub fn is_off(&self) -> bool {
+        *self == PatchingOptions::default()
     }
 }
 
@@ -305,6 +358,7 @@ impl ExperimentFile {
                 let reading = parse(READING_COMPREHENSION_PRESET, "reading-comprehension")?;
                 paper.name = "paper".into();
                 paper.tasks.extend(reading.tasks);
+                paper.patching.enabled = true;
                 Ok(paper)
             }
             other => Err(ConfigError::UnknownPreset(other.to_string())),

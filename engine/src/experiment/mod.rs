@@ -158,6 +158,18 @@ impl Experiment {
             }
             tasks.push(task);
         }
+        if file.patching.enabled {
+            if let Some((t, task)) = tasks.iter().enumerate().find(|(_, task)| task.shots == 0) {
+                return Err(at.invalid(
+                    Some(t),
+                    "shots",
+                    format!(
+                        "is 0, so task `{}` has no k-shot prompts to patch from: give it shots, or set `patching.enabled = false`",
+                        task.name
+                    ),
+                ));
+            }
+        }
         let mut prompts = Vec::new();
         for (t, task) in tasks.iter().enumerate() {
             let built = prompts::build_prompts(task, t, file.seed, prompts.len())
@@ -190,6 +202,31 @@ impl Experiment {
             &format!("built-in preset `{name}`"),
             None,
         )
+    }
+
+    /// The layers to patch, checked against the model's once it is loaded
+    /// (before any capture): `patching.layers`, or every analysed layer.
+    pub fn patching_layers(&self, n_layer: usize) -> Result<Vec<usize>, ConfigError> {
+        match &self.file.patching.layers {
+            None => self.layers(n_layer),
+            Some(layers) => {
+                if let Some(bad) = layers.iter().find(|&&l| l >= n_layer) {
+                    return Err(ConfigError::Invalid {
+                        origin: "the experiment".into(),
+                        line: String::new(),
+                        key: "patching.layers".into(),
+                        problem: format!(
+                            "names layer {bad}, but the model has layers 0 to {}",
+                            n_layer - 1
+                        ),
+                    });
+                }
+                let mut sorted = layers.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                Ok(sorted)
+            }
+        }
     }
 
     /// Checks the layers asked for against the model's, once it is loaded.
@@ -295,6 +332,59 @@ fn validate_top(f: &ExperimentFile, at: &Locator<'_>) -> Result<(), ConfigError>
             None,
             "capture.answer_batch",
             format!("must be between 1 (each answer alone) and {MAX_ANSWER_BATCH}"),
+        ));
+    }
+    validate_patching(f, at)
+}
+
+/// The patching methods an experiment file may name.
+pub const PATCHING_METHODS: &[&str] = &["replace", "task-vector"];
+/// The most patched runs one decode may hold (llama.cpp keeps at most 256
+/// sequences, one of which holds the prompt).
+pub const MAX_PATCHING_BATCH: usize = 255;
+
+fn validate_patching(f: &ExperimentFile, at: &Locator<'_>) -> Result<(), ConfigError> {
+    let p = &f.patching;
+    if !p.enabled {
+        return Ok(());
+    }
+    if p.methods.is_empty() {
+        return Err(at.invalid(
+            None,
+            "patching.methods",
+            "is empty: use `replace`, `task-vector` or both (or set `patching.enabled = false`)",
+        ));
+    }
+    if let Some(bad) = p
+        .methods
+        .iter()
+        .find(|m| !PATCHING_METHODS.contains(&m.as_str()))
+    {
+        return Err(at.invalid(
+            None,
+            "patching.methods",
+            format!("has `{bad}`; use `replace` or `task-vector`"),
+        ));
+    }
+    if !p.scale.is_finite() {
+        return Err(at.invalid(
+            None,
+            "patching.scale",
+            "must be a finite number, such as 1.0",
+        ));
+    }
+    if !(1..=MAX_PATCHING_BATCH).contains(&p.batch) {
+        return Err(at.invalid(
+            None,
+            "patching.batch",
+            format!("must be between 1 and {MAX_PATCHING_BATCH}"),
+        ));
+    }
+    if p.layers.as_ref().is_some_and(Vec::is_empty) {
+        return Err(at.invalid(
+            None,
+            "patching.layers",
+            "is empty: list block indices, or leave it out to patch every analysed layer",
         ));
     }
     Ok(())

@@ -165,6 +165,7 @@ fn task_entries(experiment: &Experiment, results: &StudyResults) -> Vec<TaskEntr
                     .get(&task.name)
                     .cloned()
                     .unwrap_or_default(),
+                patching: results.patching_entries.get(&task.name).cloned(),
             }
         })
         .collect()

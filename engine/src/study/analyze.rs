@@ -39,6 +39,8 @@ pub struct ModelRun {
     /// SHA-256 of the model file.
     pub sha256: String,
     pub capture_seconds: f64,
+    /// The ICL-patching runs, when the experiment asks for them.
+    pub patching: Option<super::patching::ModelPatching>,
 }
 
 /// Every result table of a study.
@@ -51,12 +53,18 @@ pub struct StudyResults {
     pub probe: Table,
     pub attention_ratio: Table,
     pub correlation: Table,
+    /// ICL patching: every patched run, and the recovered fractions (empty
+    /// tables when patching did not run; then they are not written).
+    pub patching: Table,
+    pub patching_recovery: Table,
     /// The same results as arrays, named and shaped as the report bundle
     /// lays them out (see `docs/bundle.md`): what the figures are drawn from.
     pub arrays: BTreeMap<String, Tensor>,
     /// Per task: the representation measures correlated with behaviour, in
     /// the order of the `correlation` and `measure_delta` arrays.
     pub measures: BTreeMap<String, Vec<String>>,
+    /// Per task: what the `patching*` arrays hold, when patching ran.
+    pub patching_entries: BTreeMap<String, viewer::bundle::PatchingEntry>,
 }
 
 impl StudyResults {
@@ -72,13 +80,17 @@ impl StudyResults {
     /// Writes `behavior.csv`, `rsa_alignment.csv`, ... into `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         for (name, table) in self.tables() {
-            table.write(&dir.join(format!("{name}.csv")))?;
+            if !table.header.is_empty() {
+                table.write(&dir.join(format!("{name}.csv")))?;
+            }
         }
         Ok(())
     }
 
-    pub fn tables(&self) -> [(&'static str, &Table); 7] {
+    pub fn tables(&self) -> [(&'static str, &Table); 9] {
         [
+            ("patching", &self.patching),
+            ("patching_recovery", &self.patching_recovery),
             ("prompts", &self.prompts),
             ("behavior", &self.behavior),
             ("rsa_alignment", &self.rsa_alignment),
@@ -176,6 +188,9 @@ pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResult
         ]),
         arrays: BTreeMap::new(),
         measures: BTreeMap::new(),
+        patching: Table::default(),
+        patching_recovery: Table::default(),
+        patching_entries: BTreeMap::new(),
         correlation: Table::new(&[
             "model",
             "task",
@@ -194,6 +209,11 @@ pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResult
             let zero = analyze_state(experiment, run, t, 0, &mut results)?;
             let k = analyze_state(experiment, run, t, task.shots, &mut results)?;
             correlate(experiment, run, t, &zero, &k, &mut results)?;
+        }
+        if let Some(patching) = &run.patching {
+            for tp in &patching.tasks {
+                patching_results(experiment, run, tp, &mut results);
+            }
         }
     }
     Ok(results)
@@ -650,4 +670,130 @@ fn categories(instances: &[&crate::experiment::Instance], name: &str) -> (Vec<us
         .map(|v| distinct.iter().position(|d| d == v).unwrap_or(0))
         .collect();
     (labels, distinct.len())
+}
+
+/// The patching arrays, tables and manifest entry of one model's task:
+/// every run's measures, the references, and the recovered fraction per
+/// method, measure and layer with its bootstrap interval over targets.
+fn patching_results(
+    experiment: &Experiment,
+    run: &ModelRun,
+    tp: &super::patching::TaskPatching,
+    results: &mut StudyResults,
+) {
+    use crate::analysis::patching::recovered_fraction;
+    use crate::analysis::resample::named_rng;
+    use viewer::bundle::{PatchingEntry, PATCHING_MEASURES, PATCHING_METHODS, RECOVERY_FIELDS};
+    let task = &experiment.tasks[tp.task];
+    let (n_methods, n_layers, n_targets, n_measures) = (
+        PATCHING_METHODS.len(),
+        tp.layers.len(),
+        tp.targets.len(),
+        PATCHING_MEASURES.len(),
+    );
+    let measures_of =
+        |v: &super::patching::PatchValues, t: usize| v.measures(experiment, tp.task, tp.targets[t]);
+    let zero: Vec<[f64; 3]> = (0..n_targets)
+        .map(|t| measures_of(&tp.zero_shot[t], t))
+        .collect();
+    let k: Vec<[f64; 3]> = (0..n_targets)
+        .map(|t| measures_of(&tp.k_shot[t], t))
+        .collect();
+    let reference = results.array(
+        model_array(&run.name, &task.name, "patching_reference"),
+        &[2, n_targets, n_measures],
+    );
+    for t in 0..n_targets {
+        for q in 0..n_measures {
+            reference.set(&[0, t, q], zero[t][q]);
+            reference.set(&[1, t, q], k[t][q]);
+        }
+    }
+    let mut patched = Tensor::nan(&[n_methods, n_layers, n_targets, n_measures]);
+    for m in 0..n_methods {
+        for li in 0..n_layers {
+            for t in 0..n_targets {
+                if let Some(v) = &tp.patched[m][li][t] {
+                    for (q, value) in measures_of(v, t).into_iter().enumerate() {
+                        patched.set(&[m, li, t, q], value);
+                    }
+                }
+            }
+        }
+    }
+    let options = &experiment.file.analysis;
+    let mut recovery = Tensor::nan(&[n_methods, n_measures, n_layers, RECOVERY_FIELDS.len()]);
+    if results.patching_recovery.header.is_empty() {
+        results.patching_recovery = Table::new(&super::patching::recovery_table_header());
+        results.patching = Table::new(&super::patching::patching_table_header());
+    }
+    for m in 0..n_methods {
+        if tp.patched[m]
+            .iter()
+            .all(|layer| layer.iter().all(Option::is_none))
+        {
+            continue;
+        }
+        for q in 0..n_measures {
+            let z: Vec<f64> = zero.iter().map(|v| v[q]).collect();
+            let kk: Vec<f64> = k.iter().map(|v| v[q]).collect();
+            for (li, &layer) in tp.layers.iter().enumerate() {
+                let p: Vec<f64> = (0..n_targets)
+                    .map(|t| patched.get(&[m, li, t, q]))
+                    .collect();
+                let mut rng = named_rng(
+                    experiment.file.seed,
+                    &format!(
+                        "patching/bootstrap/{}/{}/{}/{layer}",
+                        task.name, PATCHING_METHODS[m], PATCHING_MEASURES[q]
+                    ),
+                );
+                let r = recovered_fraction(
+                    &p,
+                    &z,
+                    &kk,
+                    options.bootstrap,
+                    options.confidence,
+                    &mut rng,
+                );
+                if r.n == 0 {
+                    continue;
+                }
+                for (f, value) in r.fields().into_iter().enumerate() {
+                    recovery.set(&[m, q, li, f], value);
+                }
+                let mut row = vec![
+                    run.name.clone(),
+                    task.name.clone(),
+                    PATCHING_METHODS[m].to_string(),
+                    PATCHING_MEASURES[q].to_string(),
+                    layer.to_string(),
+                    r.n.to_string(),
+                ];
+                row.extend(r.fields().into_iter().map(num));
+                results.patching_recovery.push(row);
+            }
+        }
+    }
+    results
+        .arrays
+        .insert(model_array(&run.name, &task.name, "patching"), patched);
+    results.arrays.insert(
+        model_array(&run.name, &task.name, "patching_recovery"),
+        recovery,
+    );
+    for row in super::patching::patching_rows(experiment, &run.name, tp) {
+        results.patching.push(row);
+    }
+    let entry = results
+        .patching_entries
+        .entry(task.name.clone())
+        .or_insert_with(|| PatchingEntry {
+            methods: PATCHING_METHODS.iter().map(|m| m.to_string()).collect(),
+            measures: PATCHING_MEASURES.iter().map(|m| m.to_string()).collect(),
+            layers: BTreeMap::new(),
+            scale: experiment.file.patching.scale,
+            confidence: options.confidence,
+        });
+    entry.layers.insert(run.name.clone(), tp.layers.clone());
 }

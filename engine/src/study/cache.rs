@@ -49,6 +49,12 @@ struct Header {
     generated: String,
     embedding: usize,
     attention: Option<usize>,
+    /// Floats of the last token's state (patching only; absent otherwise,
+    /// so that records without patching keep their bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_state: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    answer_logprobs: Option<(f64, f64)>,
 }
 
 /// The capture settings outside the experiment that change the numbers.
@@ -96,7 +102,7 @@ impl PromptCache {
                 crate::report::bundle::hex(&Sha256::digest(experiment.prompts[q].text.as_bytes()))
             })
             .collect();
-        let identity = serde_json::json!({
+        let mut identity = serde_json::json!({
             "format": CACHE_FORMAT,
             "model": self.model_sha256,
             "text": p.text,
@@ -109,6 +115,15 @@ impl PromptCache {
             "settings": settings,
             "answered_with": answered_with,
         });
+        // What patching adds to a record: the last token's state at the
+        // patched layers and the answer's log-probabilities. Without
+        // patching the key stays what it was.
+        if experiment.file.patching.enabled {
+            identity["patching_states"] = serde_json::json!({
+                "layers": experiment.file.patching.layers,
+                "answer": crate::study::capture::answer_continuation(&task.instances[p.target].answer),
+            });
+        }
         crate::report::bundle::hex(&Sha256::digest(identity.to_string().as_bytes()))
     }
 
@@ -173,6 +188,8 @@ fn encode(record: &PromptRecord) -> anyhow::Result<Vec<u8>> {
         generated: record.generated.clone(),
         embedding: record.embedding.len(),
         attention: record.attention_mass.as_ref().map(Vec::len),
+        last_state: record.last_state.as_ref().map(Vec::len),
+        answer_logprobs: record.answer_logprobs,
     };
     let json = serde_json::to_vec(&header)?;
     let mut out = Vec::with_capacity(16 + json.len() + 4 * record.embedding.len());
@@ -183,6 +200,7 @@ fn encode(record: &PromptRecord) -> anyhow::Result<Vec<u8>> {
         .embedding
         .iter()
         .chain(record.attention_mass.iter().flatten())
+        .chain(record.last_state.iter().flatten())
     {
         out.extend_from_slice(&x.to_le_bytes());
     }
@@ -202,7 +220,7 @@ fn decode(bytes: &[u8], experiment: &Experiment) -> Option<PromptRecord> {
     let json = input.get(..len)?;
     let header: Header = serde_json::from_slice(json).ok()?;
     let data = &input[len..];
-    let floats = header.embedding + header.attention.unwrap_or(0);
+    let floats = header.embedding + header.attention.unwrap_or(0) + header.last_state.unwrap_or(0);
     if data.len() != 4 * floats {
         return None;
     }
@@ -210,7 +228,8 @@ fn decode(bytes: &[u8], experiment: &Experiment) -> Option<PromptRecord> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    let (embedding, attention) = values.split_at(header.embedding);
+    let (embedding, rest) = values.split_at(header.embedding);
+    let (attention, last_state) = rest.split_at(header.attention.unwrap_or(0));
     let prompt = experiment.prompts.get(header.prompt)?;
     let task = &experiment.tasks[prompt.task];
     let score = scoring::score(
@@ -231,5 +250,7 @@ fn decode(bytes: &[u8], experiment: &Experiment) -> Option<PromptRecord> {
         span_lengths: header.span_lengths,
         generated: header.generated,
         score,
+        last_state: header.last_state.map(|_| last_state.to_vec()),
+        answer_logprobs: header.answer_logprobs,
     })
 }

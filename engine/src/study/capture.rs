@@ -29,6 +29,12 @@ pub struct PromptRecord {
     pub span_lengths: Option<(usize, usize)>,
     pub generated: String,
     pub score: Score,
+    /// `[n_patched_layers, n_embd]`: the last prompt token's residual stream
+    /// at each layer the experiment patches (only when patching is on).
+    pub last_state: Option<Vec<f32>>,
+    /// Teacher-forced log-probabilities of the correct answer after the
+    /// prompt: its first token, the whole answer (only when patching is on).
+    pub answer_logprobs: Option<(f64, f64)>,
 }
 
 /// The tokens of every prompt, checked against the model's context.
@@ -36,13 +42,26 @@ pub struct PromptRecord {
 pub struct Tokenized {
     pub tokens: Vec<Vec<i32>>,
     pub anchors: Vec<Vec<usize>>,
+    /// The correct answer of each prompt's target as it continues the
+    /// prompt (see [`answer_continuation`]).
+    pub answers: Vec<Vec<i32>>,
+}
+
+/// The text of the correct answer as a continuation of a prompt: a space,
+/// then the answer, as the built-in templates show demonstrations
+/// (`y = 23`, `Answer: reading a book`).
+pub fn answer_continuation(answer: &str) -> String {
+    format!(" {}", answer.trim())
 }
 
 /// Tokenizes every prompt and maps segments to tokens, before any capture.
 pub fn tokenize_all(model: &Model, experiment: &Experiment) -> Result<Tokenized, CaptureError> {
     let mut tokens = Vec::with_capacity(experiment.prompts.len());
     let mut anchors = Vec::with_capacity(experiment.prompts.len());
+    let mut answers = Vec::with_capacity(experiment.prompts.len());
     for p in &experiment.prompts {
+        let instance = &experiment.tasks[p.task].instances[p.target];
+        answers.push(model.tokenize_continuation(&answer_continuation(&instance.answer))?);
         let t = model.tokenize(&p.text, false)?;
         let pieces: Vec<Vec<u8>> = t.iter().map(|&id| model.token_bytes(id)).collect();
         let a = spans::token_anchors(&p.text, &pieces).map_err(|e| {
@@ -51,7 +70,11 @@ pub fn tokenize_all(model: &Model, experiment: &Experiment) -> Result<Tokenized,
         tokens.push(t);
         anchors.push(a);
     }
-    Ok(Tokenized { tokens, anchors })
+    Ok(Tokenized {
+        tokens,
+        anchors,
+        answers,
+    })
 }
 
 fn segment_tokens(
@@ -299,6 +322,7 @@ pub fn capture_batch(
             .iter()
             .map(|&p| {
                 let read = read_prompt(session, experiment, tokenized, p, layers)?;
+                let read = read.with_answer_logprobs(session, experiment, tokenized)?;
                 let generated = session.continue_greedy_until(max_new, stop)?;
                 Ok(read.into_record(experiment, model.detokenize(&generated)))
             })
@@ -307,7 +331,8 @@ pub fn capture_batch(
     let mut reads = Vec::with_capacity(batch.len());
     let mut records = Vec::with_capacity(batch.len());
     for (i, &p) in batch.iter().enumerate() {
-        reads.push(read_prompt(session, experiment, tokenized, p, layers)?);
+        let read = read_prompt(session, experiment, tokenized, p, layers)?;
+        reads.push(read.with_answer_logprobs(session, experiment, tokenized)?);
         answers.push(session)?;
         if reads.len() == answers.width() || i + 1 == batch.len() {
             let generated = answers.generate(max_new, stop)?;
@@ -328,9 +353,25 @@ struct Read {
     embedding: Vec<f32>,
     attention_mass: Option<Vec<f32>>,
     span_lengths: Option<(usize, usize)>,
+    last_state: Option<Vec<f32>>,
+    answer_logprobs: Option<(f64, f64)>,
 }
 
 impl Read {
+    /// Scores the correct answer teacher-forced after the prompt, when
+    /// patching needs it; the session is left ready to generate.
+    fn with_answer_logprobs(
+        mut self,
+        session: &mut Session<'_>,
+        experiment: &Experiment,
+        tokenized: &Tokenized,
+    ) -> Result<Read, CaptureError> {
+        if experiment.file.patching.enabled {
+            self.answer_logprobs = Some(session.answer_logprobs(&tokenized.answers[self.prompt])?);
+        }
+        Ok(self)
+    }
+
     fn into_record(self, experiment: &Experiment, generated: String) -> PromptRecord {
         let p = &experiment.prompts[self.prompt];
         let task = &experiment.tasks[p.task];
@@ -344,6 +385,8 @@ impl Read {
             span_lengths: self.span_lengths,
             generated,
             score,
+            last_state: self.last_state,
+            answer_logprobs: self.answer_logprobs,
         }
     }
 }
@@ -375,8 +418,23 @@ fn read_prompt(
         )),
         None => None,
     };
+    // Patching reads the last prompt token's state at the patched layers.
+    let patch_layers = if experiment.file.patching.enabled {
+        Some(
+            experiment
+                .patching_layers(info.n_layer)
+                .map_err(|e| CaptureError::BadRequest(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let mut pools = vec![pooling];
+    if patch_layers.is_some() && pools[0] != Pooling::Token(n - 1) {
+        pools.push(Pooling::Token(n - 1));
+    }
+    let last_pool = pools.len() - 1;
     let request = CaptureRequest {
-        hidden: HiddenRequest::Pooled(vec![pooling]),
+        hidden: HiddenRequest::Pooled(pools),
         attention: attention_spans.as_ref().map(|(r, d)| AttentionRequest {
             queries: vec![n - 1],
             keep: AttentionKeep::SpanMass(vec![r.clone(), d.clone()]),
@@ -394,6 +452,13 @@ fn read_prompt(
     for &layer in layers {
         embedding.extend_from_slice(hidden.row(&[0, layer]));
     }
+    let last_state = patch_layers.map(|patched| {
+        let mut state = Vec::with_capacity(patched.len() * info.n_embd);
+        for &layer in &patched {
+            state.extend_from_slice(hidden.row(&[last_pool, layer]));
+        }
+        state
+    });
     let attention_mass = activations.attention.map(|a| {
         let mut kept = Vec::with_capacity(layers.len() * info.n_head * 2);
         for &layer in layers {
@@ -420,5 +485,7 @@ fn read_prompt(
         embedding,
         attention_mass,
         span_lengths: attention_spans.map(|(r, d)| (r.len(), d.len())),
+        last_state,
+        answer_logprobs: None,
     })
 }

@@ -6,6 +6,7 @@ pub mod behavior;
 pub mod cache;
 pub mod capture;
 pub mod export;
+pub mod patching;
 pub mod runner;
 mod summary;
 

@@ -208,16 +208,17 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
                 owned.len()
             ));
         }
-        let model = match model.take() {
+        let loaded = match model.take() {
             Some(m) => m,
             None => Model::load(&ModelOptions {
                 path: job.model_path.to_path_buf(),
                 n_gpu_layers: job.n_gpu_layers,
             })?,
         };
-        let tokenized = tokenize_all(&model, experiment)?;
-        let options = super::context_for(experiment, &tokenized, &model, job.context.clone())?;
-        let mut session = Session::new(&model, options)?;
+        let model = &*model.insert(loaded);
+        let tokenized = tokenize_all(model, experiment)?;
+        let options = super::context_for(experiment, &tokenized, model, job.context.clone())?;
+        let mut session = Session::new(model, options)?;
         let mut answers = answer_context(&session, experiment, &tokenized)?;
         let mut done = owned.len() - missing.len();
         // A batch with a missing prompt runs whole, cached prompts too (a run
@@ -283,6 +284,13 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let patching = if experiment.file.patching.enabled {
+        Some(patch_through_cache(
+            job, &records, &info, &cache, &sha256, &settings, model,
+        )?)
+    } else {
+        None
+    };
     Ok(CaptureOutcome::Complete(ModelRun {
         name: job.name.clone(),
         info,
@@ -290,7 +298,85 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         records,
         sha256,
         capture_seconds: started.elapsed().as_secs_f64(),
+        patching,
     }))
+}
+
+/// The patching stage of one model: every run read from the cache, or
+/// run now (the model loaded only then). It needs every target's states,
+/// so it runs once all prompts are captured, never in a shard.
+fn patch_through_cache(
+    job: &CaptureJob<'_>,
+    records: &[super::capture::PromptRecord],
+    info: &crate::capture::ModelInfo,
+    cache: &PromptCache,
+    sha256: &str,
+    settings: &CaptureSettings,
+    model: Option<Model>,
+) -> anyhow::Result<super::patching::ModelPatching> {
+    use super::patching::{patch_model, PatchCache, PatchingContext};
+    let experiment = job.experiment;
+    let patch_cache = PatchCache {
+        cache,
+        model_sha256: sha256,
+        settings,
+    };
+    let context = PatchingContext {
+        threads: job.context.threads,
+        flash_attention: job.context.flash_attention,
+    };
+    let (n_layer, n_embd) = (info.n_layer, info.n_embd);
+    let cached = patch_model(
+        experiment,
+        records,
+        n_layer,
+        n_embd,
+        &patch_cache,
+        context,
+        None,
+        None,
+    )?;
+    if let Some(done) = cached {
+        return Ok(done);
+    }
+    let model = match model {
+        Some(m) => m,
+        None => Model::load(&ModelOptions {
+            path: job.model_path.to_path_buf(),
+            n_gpu_layers: job.n_gpu_layers,
+        })?,
+    };
+    let tokenized = tokenize_all(&model, experiment)?;
+    let started = Instant::now();
+    let mut progress = Progress::new(
+        job.progress,
+        format!("patch {}", job.name),
+        "tasks",
+        experiment.tasks.len(),
+    );
+    let mut lines: Vec<u8> = Vec::new();
+    let done = patch_model(
+        experiment,
+        records,
+        n_layer,
+        n_embd,
+        &patch_cache,
+        context,
+        Some((&model, &tokenized)),
+        Some(&mut lines),
+    )?
+    .ok_or_else(|| anyhow::anyhow!("the patching stage asked for the model although it had it"))?;
+    for line in String::from_utf8_lossy(&lines).lines() {
+        progress.note(&format!("{}: {}", job.name, line.trim()));
+        progress.tick();
+    }
+    progress.finish(&format!(
+        "{} patched runs ({} now) in {}",
+        done.runs,
+        done.runs_now,
+        crate::progress::duration(started.elapsed().as_secs_f64())
+    ));
+    Ok(done)
 }
 
 /// Where a report's capture cache lives.
