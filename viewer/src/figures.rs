@@ -20,6 +20,9 @@ pub struct Series {
     pub band: Vec<(f64, f64, f64)>,
     /// Layers where the value is significant (drawn as filled markers).
     pub significant: Vec<f64>,
+    /// Drawn dashed with a lighter band: a control beside the method it
+    /// controls for, in the same colour, so that a reader pairs the two.
+    pub dashed: bool,
 }
 
 /// A by-layer figure: alignment, probe score, attention ratio, correlation.
@@ -30,8 +33,9 @@ pub struct LayerCurves {
     /// Fixed y range when the measure has natural bounds (e.g. -1..1);
     /// otherwise the chart fits the data.
     pub y_range: Option<(f64, f64)>,
-    /// A horizontal reference line (chance level, no change, ratio 1).
-    pub reference: Option<f64>,
+    /// Horizontal reference lines (chance level, no change, ratio 1; or
+    /// both ends of a scale, such as 0 and 1 of a recovered fraction).
+    pub references: Vec<f64>,
     /// The layer the reader has selected, drawn as a vertical rule.
     pub selected_layer: Option<usize>,
     pub series: Vec<Series>,
@@ -61,21 +65,27 @@ pub struct MatrixPanels {
     pub row_condition: Vec<usize>,
 }
 
-/// A layer × head heatmap, e.g. the change in log2 attention ratio.
+/// A layer × row heatmap: the change in log2 attention ratio per head, or
+/// the recovered fraction per condition.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LayerHeadHeatmap {
+pub struct LayerHeatmap {
     pub title: String,
     /// Legend text for the colour scale.
     pub value_label: String,
-    /// Block indices on the x axis (heads on the y axis).
+    /// Block indices on the x axis.
     pub layers: Vec<usize>,
-    pub n_heads: usize,
-    /// Row-major `[layer][head]`; non-finite cells are drawn grey.
+    /// What a row is ("head", "condition"): the y axis title.
+    pub row_label: String,
+    pub rows: usize,
+    /// Name of every row, bottom to top, each written on the axis; empty
+    /// when rows are simply numbered `0..rows` (heads).
+    pub row_names: Vec<String>,
+    /// Row-major `[layer][row]`; non-finite cells are drawn grey.
     pub values: Vec<f64>,
     /// The colour scale is symmetric around 0: `-limit..=limit`.
     pub limit: f64,
     pub selected_layer: Option<usize>,
-    pub selected_head: Option<usize>,
+    pub selected_row: Option<usize>,
 }
 
 /// Per-target scatter behind a correlation.
@@ -94,7 +104,7 @@ pub struct Scatter {
 }
 
 /// Okabe–Ito: eight colours distinguishable with the common colour-vision
-/// deficiencies (Okabe & Ito, 2008). Index 0 is black, kept for references.
+/// deficiencies (Okabe & Ito, 2008). The last, black, is kept for references.
 pub const PALETTE: [(u8, u8, u8); 8] = [
     (0, 114, 178),   // blue
     (213, 94, 0),    // vermillion
@@ -122,9 +132,14 @@ pub enum Figure {
     /// Attention ratio (log2) vs layer.
     AttentionRatio(LayerCurves),
     /// Layer × head heatmap of the change in log2 attention ratio.
-    AttentionChange(LayerHeadHeatmap),
+    AttentionChange(LayerHeatmap),
     /// Behaviour ↔ representation correlation vs layer.
     Correlation(LayerCurves),
     /// The per-target scatter behind the correlation at one layer.
     Scatter(Scatter),
+    /// Fraction of the k-shot gain recovered by patching the 0-shot run at
+    /// each layer, one line per method (controls dashed), CI band.
+    Recovery(LayerCurves),
+    /// Layer × condition heatmap of the fraction recovered by one method.
+    RecoveryByCondition(LayerHeatmap),
 }

@@ -4,14 +4,17 @@
 //!
 //! The numbers are made up but shaped like real ones: similarity within a
 //! condition grows with depth and more so after ICL, attention to the
-//! relevant span grows after ICL, so every figure has something to show.
+//! relevant span grows after ICL, patching the 0-shot run with its own
+//! k-shot state recovers most of the k-shot gain at mid depth and its
+//! controls next to none, so every figure has something to show.
 //! Deterministic: a fixed-seed generator (SplitMix64).
 
 use std::collections::BTreeMap;
 
 use crate::bundle::{
     model_array, task_array, upper_index, upper_len, BehaviorEntry, Bundle, Manifest, ModelEntry,
-    ProbeEntry, PromptEntry, TaskEntry, Tensor, FORMAT, FORMAT_VERSION,
+    PatchingEntry, ProbeEntry, PromptEntry, TaskEntry, Tensor, FORMAT, FORMAT_VERSION,
+    PATCHING_MEASURES, PATCHING_METHODS, RECOVERY_FIELDS,
 };
 
 /// The size of a synthetic study.
@@ -272,12 +275,16 @@ pub fn bundle(spec: Spec) -> Bundle {
                     higher_is_better: true,
                 },
                 measures,
+                patching: None,
             }],
             prompts,
         },
         tensors,
     };
     fill_summaries(&mut bundle);
+    // A stream of its own, so that the other arrays are those of a bundle
+    // without patching.
+    fill_patching(&mut bundle, &mut Rng(spec.seed ^ 0x7061_7463_6869_6e67));
     bundle
 }
 
@@ -314,4 +321,106 @@ fn fill_summaries(bundle: &mut Bundle) {
     );
     bundle.tensors.insert(ratio_name, ratio);
     bundle.tensors.insert(correlation_name, correlation);
+}
+
+/// The patching analysis: `patching`, `patching_reference` and (computed
+/// the way the viewer recomputes it) `patching_recovery`, with a made-up
+/// interval. Every patched layer but the greedy answers of every other one
+/// (NaN there, as when the engine skips them).
+fn fill_patching(bundle: &mut Bundle, rng: &mut Rng) {
+    let model = bundle.manifest.models[0].clone();
+    let task = &bundle.manifest.tasks[0];
+    let (p, n_conditions) = (task.target_conditions.len(), task.conditions.len().max(1));
+    let conditions = task.target_conditions.clone();
+    let Ok(behavior) = bundle
+        .tensor(&model_array(&model.name, &task.name, "behavior"))
+        .cloned()
+    else {
+        return;
+    };
+    let n = model.layers.len();
+    let step = n.div_ceil(20).max(1);
+    let layers: Vec<usize> = model.layers.iter().copied().step_by(step).collect();
+    let (n_methods, n_measures) = (PATCHING_METHODS.len(), PATCHING_MEASURES.len());
+
+    // Per target and log-probability measure: 0-shot and k-shot values.
+    let mut reference = Tensor::nan(&[2, p, n_measures]);
+    for t in 0..p {
+        let zero = -3.2 + 0.8 * rng.normal();
+        let gain = 2.1 + 0.6 * rng.normal();
+        for (q, share) in [(0, 0.4), (1, 1.0)] {
+            reference.set(&[0, t, q], share * zero);
+            reference.set(&[1, t, q], share * (zero + gain));
+        }
+        reference.set(&[0, t, 2], behavior.get(&[0, t]));
+        reference.set(&[1, t, 2], behavior.get(&[1, t]));
+    }
+    // How much of the gain each method recovers at relative depth `d`:
+    // the own state peaks mid-depth, the task vector a little earlier and
+    // lower, the controls stay near 0.
+    let bump = |d: f64, centre: f64, width: f64| (-((d - centre) / width).powi(2)).exp();
+    let share = |method: usize, d: f64, condition: usize| {
+        let strength = 0.7 + 0.3 * condition as f64 / n_conditions as f64;
+        match method {
+            0 => strength * (0.05 + 0.8 * bump(d, 0.55, 0.25)),
+            1 => 0.06 * bump(d, 0.55, 0.25),
+            2 => strength * 0.55 * bump(d, 0.4, 0.2),
+            _ => 0.0,
+        }
+    };
+    let mut patched = Tensor::nan(&[n_methods, layers.len(), p, n_measures]);
+    for m in 0..n_methods {
+        for (l, &block) in layers.iter().enumerate() {
+            let d = block as f64 / (n.max(2) - 1) as f64;
+            for (t, &condition) in conditions.iter().enumerate() {
+                let r = share(m, d, condition);
+                for q in 0..2 {
+                    let (z, k) = (reference.get(&[0, t, q]), reference.get(&[1, t, q]));
+                    patched.set(&[m, l, t, q], z + r * (k - z) + 0.3 * rng.normal());
+                }
+                let answered = if rng.uniform() < r { 1 } else { 0 };
+                if l % 2 == 0 {
+                    patched.set(&[m, l, t, 2], reference.get(&[answered, t, 2]));
+                }
+            }
+        }
+    }
+    let entry = PatchingEntry {
+        methods: PATCHING_METHODS.map(String::from).to_vec(),
+        measures: PATCHING_MEASURES.map(String::from).to_vec(),
+        layers: BTreeMap::from([(model.name.clone(), layers.clone())]),
+        scale: 1.0,
+        confidence: 0.95,
+    };
+    let task_name = task.name.clone();
+    bundle.manifest.tasks[0].patching = Some(entry);
+    let name = |array: &str| model_array(&model.name, &task_name, array);
+    bundle.tensors.insert(name("patching"), patched);
+    bundle.tensors.insert(name("patching_reference"), reference);
+
+    let all: Vec<usize> = (0..p).collect();
+    let selection = crate::view::Selection::default();
+    let Ok(Some(recovery)) = crate::view::recompute_recovery(bundle, &selection, &all) else {
+        return;
+    };
+    let mut stored = Tensor::nan(&[n_methods, n_measures, layers.len(), RECOVERY_FIELDS.len()]);
+    for (m, per_method) in recovery.iter().enumerate() {
+        for (q, per_measure) in per_method.iter().enumerate() {
+            for (l, r) in per_measure.iter().enumerate() {
+                let half = 0.1 + 0.1 * rng.uniform();
+                let fields = [
+                    r.fraction,
+                    r.fraction - half,
+                    r.fraction + half,
+                    r.mean_patched,
+                    r.mean_zero_shot,
+                    r.mean_k_shot,
+                ];
+                stored
+                    .lane_mut(&[m, q, l])
+                    .copy_from_slice(&fields.map(|v| v as f32));
+            }
+        }
+    }
+    bundle.tensors.insert(name("patching_recovery"), stored);
 }

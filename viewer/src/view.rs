@@ -10,9 +10,18 @@
 
 use serde::{Deserialize, Serialize};
 
+mod patching;
+mod patching_text;
+
+pub use patching::{
+    headline_measure, measure_label, recompute_recovery, Patching, PatchingNumbers, Recovery,
+    HEADLINE_MEASURE, HEADLINE_METHOD,
+};
+pub use patching_text::{condition_sentences, recovery_sentences};
+
 use crate::bundle::{model_array, task_array, upper_index, upper_len, Bundle, BundleError};
 use crate::figures::{
-    BehaviorByCondition, Figure, LayerCurves, LayerHeadHeatmap, MatrixPanels, Scatter, Series,
+    BehaviorByCondition, Figure, LayerCurves, LayerHeatmap, MatrixPanels, Scatter, Series,
 };
 use crate::stats::{correlation_p_value, kendall_tau_a, pearson, spearman};
 
@@ -29,7 +38,7 @@ pub const CORRELATION_FIELDS: [&str; 5] =
 /// What the reader has chosen. Indices refer to the manifest's lists; the
 /// layer is an index into the model's analysed layers. `conditions` empty
 /// means every condition.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selection {
     pub model: usize,
     pub task: usize,
@@ -40,6 +49,28 @@ pub struct Selection {
     pub comparator: usize,
     pub measure: usize,
     pub conditions: Vec<usize>,
+    /// The patching figures' measure: an index into the task's
+    /// `patching.measures` (by default the answer's log-probability).
+    #[serde(default = "headline_measure")]
+    pub patching_measure: usize,
+}
+
+impl Default for Selection {
+    /// Everything first, every condition, the mean over heads, and the
+    /// headline patching measure.
+    fn default() -> Self {
+        Selection {
+            model: 0,
+            task: 0,
+            layer: 0,
+            head: None,
+            hypothesis: 0,
+            comparator: 0,
+            measure: 0,
+            conditions: Vec::new(),
+            patching_measure: headline_measure(),
+        }
+    }
 }
 
 impl Selection {
@@ -57,6 +88,9 @@ impl Selection {
         if let Some(task) = m.tasks.get(self.task) {
             self.hypothesis = self.hypothesis.min(last(task.hypotheses.len()));
             self.measure = self.measure.min(last(task.measures.len()));
+            if let Some(patching) = &task.patching {
+                self.patching_measure = self.patching_measure.min(last(patching.measures.len()));
+            }
             let n = task.conditions.len();
             self.conditions.retain(|&c| c < n);
             self.conditions.sort_unstable();
@@ -70,7 +104,7 @@ impl Selection {
     }
 
     /// The URL fragment that restores this selection, e.g.
-    /// `model=0&task=1&layer=12&head=mean&hypothesis=0&comparator=0&measure=0&conditions=all`.
+    /// `model=0&task=1&layer=12&head=mean&hypothesis=0&comparator=0&measure=0&conditions=all&patching=1`.
     pub fn to_fragment(&self) -> String {
         let head = self.head.map_or("mean".to_string(), |h| h.to_string());
         let conditions = if self.conditions.is_empty() {
@@ -83,8 +117,8 @@ impl Selection {
                 .join(",")
         };
         format!(
-            "model={}&task={}&layer={}&head={head}&hypothesis={}&comparator={}&measure={}&conditions={conditions}",
-            self.model, self.task, self.layer, self.hypothesis, self.comparator, self.measure
+            "model={}&task={}&layer={}&head={head}&hypothesis={}&comparator={}&measure={}&conditions={conditions}&patching={}",
+            self.model, self.task, self.layer, self.hypothesis, self.comparator, self.measure, self.patching_measure
         )
     }
 
@@ -105,6 +139,7 @@ impl Selection {
                 ("hypothesis", Some(n)) => s.hypothesis = n,
                 ("comparator", Some(n)) => s.comparator = n,
                 ("measure", Some(n)) => s.measure = n,
+                ("patching", Some(n)) => s.patching_measure = n,
                 ("head", Some(n)) => s.head = Some(n),
                 ("head", None) if value == "mean" => s.head = None,
                 ("conditions", _) if value == "all" || value.is_empty() => s.conditions.clear(),
@@ -147,6 +182,8 @@ pub struct Derived {
     pub log2_ratio: [Vec<Vec<f64>>; 2],
     /// `[measure][layer]`: `(n, pearson r, p, spearman ρ, p)`.
     pub correlation: Vec<Vec<[f64; 5]>>,
+    /// The ICL-patching recovery, when the task was patched.
+    pub patching: Option<Patching>,
 }
 
 impl Derived {
@@ -212,6 +249,7 @@ impl Derived {
             [Vec::new(), Vec::new()]
         };
         let correlation = ctx.correlations(&targets)?;
+        let patching = Patching::derive(&ctx, &targets)?;
         Ok(Derived {
             key,
             targets,
@@ -219,6 +257,7 @@ impl Derived {
             alignment_stats,
             log2_ratio,
             correlation,
+            patching,
         })
     }
 }
@@ -443,11 +482,14 @@ pub struct Numbers {
     pub behavior_zero: f64,
     pub behavior_k: f64,
     pub behavior_metric: String,
+    /// The patching numbers at the patched layer nearest the selected one,
+    /// when the task was patched.
+    pub patching: Option<PatchingNumbers>,
 }
 
 /// Figure identifiers, in report order; the canvas ids and SVG file names
 /// are built from them.
-pub const FIGURES: [&str; 8] = [
+pub const FIGURES: [&str; 10] = [
     "behavior",
     "matrices",
     "alignment",
@@ -456,6 +498,8 @@ pub const FIGURES: [&str; 8] = [
     "attention_change",
     "correlation",
     "scatter",
+    "recovery",
+    "recovery_conditions",
 ];
 
 /// Every figure of the selected model and task (figures that do not apply,
@@ -496,6 +540,16 @@ pub fn figures(
         out.push((
             "scatter",
             Figure::Scatter(scatter(&ctx, derived, selection)?),
+        ));
+    }
+    if let Some(p) = &derived.patching {
+        out.push((
+            "recovery",
+            Figure::Recovery(patching::recovery_figure(&ctx, derived, p, selection)),
+        ));
+        out.push((
+            "recovery_conditions",
+            Figure::RecoveryByCondition(patching::by_condition_figure(&ctx, p, selection)),
         ));
     }
     Ok(out)
@@ -651,6 +705,7 @@ fn alignment(ctx: &Context<'_>, derived: &Derived, selection: &Selection) -> Lay
                 points,
                 band,
                 significant,
+                dashed: false,
             }
         })
         .collect();
@@ -676,7 +731,7 @@ fn alignment(ctx: &Context<'_>, derived: &Derived, selection: &Selection) -> Lay
         ),
         y_label: format!("alignment ({comparator})"),
         y_range: Some((-1.0, 1.0)),
-        reference: Some(0.0),
+        references: vec![0.0],
         selected_layer: ctx.model.layers.get(selection.layer).copied(),
         series,
     }
@@ -700,6 +755,7 @@ fn probe(ctx: &Context<'_>, selection: &Selection) -> Result<LayerCurves, Bundle
                     .collect(),
                 band: Vec::new(),
                 significant: Vec::new(),
+                dashed: false,
             });
         }
     }
@@ -718,7 +774,7 @@ fn probe(ctx: &Context<'_>, selection: &Selection) -> Result<LayerCurves, Bundle
         ),
         y_label: y_label.to_string(),
         y_range: None,
-        reference: None,
+        references: Vec::new(),
         selected_layer: ctx.model.layers.get(selection.layer).copied(),
         series,
     })
@@ -754,6 +810,7 @@ fn attention_ratio(ctx: &Context<'_>, derived: &Derived, selection: &Selection) 
                 .collect(),
             band: Vec::new(),
             significant: Vec::new(),
+            dashed: false,
         })
         .collect();
     LayerCurves {
@@ -766,17 +823,13 @@ fn attention_ratio(ctx: &Context<'_>, derived: &Derived, selection: &Selection) 
         ),
         y_label: "log2(relevant / distractor attention)".to_string(),
         y_range: None,
-        reference: Some(0.0),
+        references: vec![0.0],
         selected_layer: ctx.model.layers.get(selection.layer).copied(),
         series,
     }
 }
 
-fn attention_change(
-    ctx: &Context<'_>,
-    derived: &Derived,
-    selection: &Selection,
-) -> LayerHeadHeatmap {
+fn attention_change(ctx: &Context<'_>, derived: &Derived, selection: &Selection) -> LayerHeatmap {
     let h_n = ctx.dims.heads;
     let mut values = Vec::with_capacity(ctx.dims.layers * h_n);
     for l in 0..ctx.dims.layers {
@@ -795,7 +848,7 @@ fn attention_change(
         .iter()
         .filter(|v| v.is_finite())
         .fold(0.0f64, |m, v| m.max(v.abs()));
-    LayerHeadHeatmap {
+    LayerHeatmap {
         title: format!(
             "{} · {}: change in log2 attention ratio after ICL, per head{}",
             ctx.model.name,
@@ -804,11 +857,13 @@ fn attention_change(
         ),
         value_label: format!("Δ log2 ratio ({}-shot − 0-shot)", ctx.task.shots),
         layers: ctx.model.layers.clone(),
-        n_heads: h_n,
+        row_label: "head".to_string(),
+        rows: h_n,
+        row_names: Vec::new(),
         values,
         limit,
         selected_layer: ctx.model.layers.get(selection.layer).copied(),
-        selected_head: selection.head,
+        selected_row: selection.head,
     }
 }
 
@@ -830,6 +885,7 @@ fn correlation(ctx: &Context<'_>, derived: &Derived, selection: &Selection) -> L
             .filter(|(_, r)| r[p] < ALPHA)
             .map(|(&x, _)| x)
             .collect(),
+        dashed: false,
     };
     let measure = ctx
         .task
@@ -846,7 +902,7 @@ fn correlation(ctx: &Context<'_>, derived: &Derived, selection: &Selection) -> L
         ),
         y_label: "correlation across targets".to_string(),
         y_range: Some((-1.0, 1.0)),
-        reference: Some(0.0),
+        references: vec![0.0],
         selected_layer: ctx.model.layers.get(selection.layer).copied(),
         series: vec![curve("Pearson r", 2, 1, 2), curve("Spearman ρ", 3, 3, 4)],
     }
@@ -1015,5 +1071,9 @@ pub fn numbers(
         behavior_zero: behavior_mean(0),
         behavior_k: behavior_mean(1),
         behavior_metric: ctx.task.behavior.metric.clone(),
+        patching: derived
+            .patching
+            .as_ref()
+            .and_then(|p| patching::numbers(&ctx, p, selection)),
     })
 }

@@ -2,7 +2,7 @@
 //! and the reader's selection, and redraws the figures on canvases with the
 //! same chart functions the engine uses for its SVG files.
 //!
-//! The page's script (templates/viewer.js) builds the controls from
+//! The page's script (templates/report.js) builds the controls from
 //! [`Viewer::manifest_json`], passes every change as a URL fragment, and
 //! shows the numbers [`Viewer::draw`] returns.
 
@@ -50,6 +50,20 @@ impl Viewer {
     pub fn set_fragment(&mut self, fragment: &str) -> String {
         self.selection = Selection::from_fragment(fragment, &self.selection).clamp(&self.bundle);
         self.selection.to_fragment()
+    }
+
+    /// The names of task `task`'s patching measures as the figures write
+    /// them (empty when the task was not patched), for the measure control.
+    pub fn patching_measure_labels(&self, task: usize) -> Vec<String> {
+        let Some(task) = self.bundle.manifest.tasks.get(task) else {
+            return Vec::new();
+        };
+        task.patching.as_ref().map_or_else(Vec::new, |p| {
+            p.measures
+                .iter()
+                .map(|m| crate::view::measure_label(m, &task.behavior.metric))
+                .collect()
+        })
     }
 
     /// The current selection as JSON (indices), for setting the controls.

@@ -53,8 +53,19 @@ struct Panel {
     numbers: Vec<String>,
 }
 
+/// One analysis of the page: its heading, an introduction when it holds
+/// several figures, and its figures.
 #[derive(Debug, Serialize)]
 struct Section {
+    id: &'static str,
+    title: &'static str,
+    intro: &'static str,
+    figures: Vec<SectionFigure>,
+}
+
+/// One figure of a section: a panel per model × task.
+#[derive(Debug, Serialize)]
+struct SectionFigure {
     id: &'static str,
     title: &'static str,
     caption: &'static str,
@@ -103,8 +114,68 @@ fn section_text(id: &str) -> (&'static str, &'static str) {
             "The targets behind the correlation",
             "One dot per target at the layer shown: its change in the representation measure (x) against its behaviour improvement (y), coloured by condition, with the least-squares line.",
         ),
+        "recovery" => (
+            "How much of the k-shot gain a patch recovers, by layer",
+            "For each patched layer, (mean patched − mean 0-shot) / (mean k-shot − mean 0-shot) over targets, here of the teacher-forced log-probability of the whole correct answer. 0 means the patch recovers none of the k-shot improvement, 1 all of it; the dashed controls, in their method's colour, show what any perturbation of the same size does. Bands are bootstrap confidence intervals over targets (in the explorer, a subset of conditions shows point estimates only). The vertical rule marks the layer of the largest recovery.",
+        ),
+        "recovery_conditions" => (
+            "Recovery per condition",
+            "The same fraction for the target's own k-shot state, over each condition's targets: white is none of that condition's k-shot gain, full orange all of it, blue a patch that moves the answer away from the k-shot one (the colours saturate beyond ±1). Grey cells are undefined (no k-shot gain, or no answer scored).",
+        ),
         _ => ("", ""),
     }
+}
+
+/// Sections that hold several figures: `(section id, title, introduction,
+/// figure ids)`. Every other figure is a section of its own.
+const GROUPS: [(&str, &str, &str, &[&str]); 1] = [(
+    "patching",
+    "Putting the in-context state back",
+    "The analyses above are correlational; this one intervenes. Each target's 0-shot prompt is run again with the residual stream of its last token, after one layer, patched with in-context information: replaced by the target's own k-shot state at that layer, or (control) by the k-shot state of a target of another condition; or shifted by the task vector, the mean k-shot − 0-shot difference of the other targets, or (control) by a random vector of the same norm. If what the model takes from the demonstrations sits in that state, the patched 0-shot run answers like the k-shot one.",
+    &["recovery", "recovery_conditions"],
+)];
+
+/// The empty sections of the page, in the order of [`FIGURES`].
+fn empty_sections() -> Vec<Section> {
+    let mut sections: Vec<Section> = Vec::new();
+    for &id in &FIGURES {
+        let (title, caption) = section_text(id);
+        let figure = SectionFigure {
+            id,
+            title,
+            caption,
+            panels: Vec::new(),
+        };
+        match GROUPS.iter().find(|g| g.3.contains(&id)) {
+            Some(&(group, title, intro, _)) => match sections.iter_mut().find(|s| s.id == group) {
+                Some(section) => section.figures.push(figure),
+                None => sections.push(Section {
+                    id: group,
+                    title,
+                    intro,
+                    figures: vec![figure],
+                }),
+            },
+            None => sections.push(Section {
+                id,
+                title,
+                intro: "",
+                figures: vec![figure],
+            }),
+        }
+    }
+    sections
+}
+
+/// The patched block a static patching figure marks: where its text says
+/// the own state recovers most.
+fn peak_patched_layer(derived: &Derived) -> Option<usize> {
+    let patching = derived.patching.as_ref()?;
+    let layer = patching.peak(
+        patching.method(view::HEADLINE_METHOD),
+        patching.measure(view::HEADLINE_MEASURE),
+    )?;
+    patching.layers.get(layer).copied()
 }
 
 /// The layer a static figure shows: where the headline hypothesis gains
@@ -118,6 +189,7 @@ fn figure_numbers(
     figure: &Figure,
     numbers: &view::Numbers,
     derived: &Derived,
+    conditions: &[String],
 ) -> Vec<String> {
     let shots = numbers.shots;
     match (id, figure) {
@@ -190,10 +262,10 @@ fn figure_numbers(
                 .filter(|(_, v)| v.is_finite())
                 .max_by(|a, b| a.1.total_cmp(b.1));
             match best {
-                Some((i, v)) if map.n_heads > 0 => vec![format!(
+                Some((i, v)) if map.rows > 0 => vec![format!(
                     "Largest increase: layer {}, head {} ({:+.3}).",
-                    map.layers.get(i / map.n_heads).copied().unwrap_or(0),
-                    i % map.n_heads,
+                    map.layers.get(i / map.rows).copied().unwrap_or(0),
+                    i % map.rows,
                     v
                 )],
                 _ => vec!["No head has a defined ratio.".to_string()],
@@ -216,6 +288,17 @@ fn figure_numbers(
             }
         }
         ("scatter", Figure::Scatter(s)) => vec![format!("At layer {}: {}.", numbers.layer, s.note)],
+        ("recovery", _) => derived.patching.as_ref().map_or_else(Vec::new, |p| {
+            view::recovery_sentences(
+                p,
+                p.measure(view::HEADLINE_MEASURE),
+                shots,
+                &numbers.behavior_metric,
+            )
+        }),
+        ("recovery_conditions", _) => derived.patching.as_ref().map_or_else(Vec::new, |p| {
+            view::condition_sentences(p, p.measure(view::HEADLINE_MEASURE), conditions)
+        }),
         _ => Vec::new(),
     }
 }
@@ -230,18 +313,7 @@ pub fn render_report(
 ) -> anyhow::Result<Rendered> {
     let templates = Templates::load(options.templates.as_deref())?;
     let manifest = &bundle.manifest;
-    let mut sections: Vec<Section> = FIGURES
-        .iter()
-        .map(|&id| {
-            let (title, caption) = section_text(id);
-            Section {
-                id,
-                title,
-                caption,
-                panels: Vec::new(),
-            }
-        })
-        .collect();
+    let mut sections = empty_sections();
     let figures_dir = dir.join("figures");
     if !options.single_file {
         std::fs::create_dir_all(&figures_dir)
@@ -261,7 +333,13 @@ pub fn render_report(
                 ..base
             };
             let numbers = view::numbers(bundle, &derived, &selection)?;
-            for (id, figure) in view::figures(bundle, &derived, &selection)? {
+            let peak = peak_patched_layer(&derived);
+            for (id, mut figure) in view::figures(bundle, &derived, &selection)? {
+                match &mut figure {
+                    Figure::Recovery(curves) => curves.selected_layer = peak,
+                    Figure::RecoveryByCondition(map) => map.selected_layer = peak,
+                    _ => {}
+                }
                 let (width, height) = viewer::charts::figure_size(&figure);
                 let svg = viewer::charts::render_svg(&figure, width, height)
                     .with_context(|| format!("cannot draw the {id} figure"))?;
@@ -275,9 +353,13 @@ pub fn render_report(
                         std::io::Write::write_all(w, svg.as_bytes())
                     })?;
                 }
-                let lines = figure_numbers(id, &figure, &numbers, &derived);
-                if let Some(section) = sections.iter_mut().find(|s| s.id == id) {
-                    section.panels.push(Panel {
+                let lines = figure_numbers(id, &figure, &numbers, &derived, &task.conditions);
+                let slot = sections
+                    .iter_mut()
+                    .flat_map(|s| s.figures.iter_mut())
+                    .find(|f| f.id == id);
+                if let Some(slot) = slot {
+                    slot.panels.push(Panel {
                         model: model.name.clone(),
                         task: task.name.clone(),
                         svg: strip_xml_declaration(&svg),
@@ -289,7 +371,11 @@ pub fn render_report(
             }
         }
     }
-    sections.retain(|s| !s.panels.is_empty());
+    for section in &mut sections {
+        section.figures.retain(|f| !f.panels.is_empty());
+    }
+    sections.retain(|s| !s.figures.is_empty());
+    let has_patching = manifest.tasks.iter().any(|t| t.patching.is_some());
 
     let examples: Vec<ExamplePrompt> = manifest
         .tasks
@@ -353,6 +439,7 @@ pub fn render_report(
     let html = templates.render_report(&serde_json::json!({
         "manifest": manifest,
         "sections": sections,
+        "has_patching": has_patching,
         "examples": examples,
         "options": options_rows,
         "csp": csp,

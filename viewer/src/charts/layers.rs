@@ -9,11 +9,15 @@
 //!   relevant tokens vs the rest, per layer.
 //! - [`correlation_by_layer`]: correlation between behaviour and
 //!   representation at each layer.
+//! - [`recovery_by_layer`]: the fraction of the k-shot gain that patching
+//!   the 0-shot run at each layer recovers, one line per patching method,
+//!   each control dashed in its method's colour.
 //!
 //! Filled markers mark the layers a test found significant; hollow markers
-//! the others (only when the figure carries significance at all). The dashed
-//! line is the measure's reference (chance, no change, ratio 1); the grey
-//! vertical rule is the layer the reader selected.
+//! the others (only when the figure carries significance at all). Thin
+//! black dashed lines are the measure's references (chance, no change,
+//! ratio 1; none and all recovered); the grey vertical rule is the layer the
+//! reader selected.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -51,6 +55,14 @@ pub fn attention_ratio_by_layer<DB: DrawingBackend>(
 
 /// Behaviour ↔ representation correlation vs layer (see the module docs).
 pub fn correlation_by_layer<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    data: &LayerCurves,
+) -> Result<(), ChartError> {
+    layer_curves(area, data)
+}
+
+/// Recovered fraction of the k-shot gain vs layer (see the module docs).
+pub fn recovery_by_layer<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     data: &LayerCurves,
 ) -> Result<(), ChartError> {
@@ -157,19 +169,24 @@ fn layer_curves<DB: DrawingBackend>(
 
     // A measure with natural bounds keeps them (so figures compare at a
     // glance), widened only if data or reference fall outside.
-    let reference = data.reference.filter(|r| r.is_finite());
+    let references: Vec<f64> = data
+        .references
+        .iter()
+        .copied()
+        .filter(|r| r.is_finite())
+        .collect();
     let fixed = data
         .y_range
         .filter(|(lo, hi)| lo.is_finite() && hi.is_finite() && lo < hi);
     let (y_lo, y_hi) = match fixed {
         Some((lo, hi))
-            if lo <= y_lo && y_hi <= hi && reference.is_none_or(|r| lo <= r && r <= hi) =>
+            if lo <= y_lo && y_hi <= hi && references.iter().all(|&r| lo <= r && r <= hi) =>
         {
             (lo, hi)
         }
         _ => {
-            let (lo, hi) =
-                axes::extent([y_lo, y_hi, reference.unwrap_or(y_lo)]).unwrap_or((y_lo, y_hi));
+            let (lo, hi) = axes::extent([y_lo, y_hi].into_iter().chain(references.iter().copied()))
+                .unwrap_or((y_lo, y_hi));
             let (lo, hi) = match fixed {
                 Some((flo, fhi)) => (lo.min(flo), hi.max(fhi)),
                 None => (lo, hi),
@@ -198,7 +215,7 @@ fn layer_curves<DB: DrawingBackend>(
         .axis_desc_style(style::axis_style())
         .draw()?;
 
-    if let Some(r) = reference {
+    for &r in &references {
         chart.draw_series(DashedLineSeries::new(
             [(x_lo, r), (x_hi, r)],
             6,
@@ -225,20 +242,32 @@ fn layer_curves<DB: DrawingBackend>(
     // Bands first, so that every line stays visible on top of every band.
     for s in &data.series {
         let colour = style::palette(s.colour);
+        let opacity = if s.dashed { 0.10 } else { 0.18 };
         chart.draw_series(
             band_polygons(&s.band)
                 .into_iter()
-                .map(|p| Polygon::new(p, colour.mix(0.18).filled())),
+                .map(|p| Polygon::new(p, colour.mix(opacity).filled())),
         )?;
     }
     let with_significance = data.series.iter().any(|s| !s.significant.is_empty());
     for s in &data.series {
         let colour = style::palette(s.colour);
         let runs = segments(&s.points);
-        chart.draw_series(
-            runs.iter()
-                .map(|run| PathElement::new(run.clone(), colour.stroke_width(2))),
-        )?;
+        if s.dashed {
+            for run in &runs {
+                chart.draw_series(DashedLineSeries::new(
+                    run.iter().copied(),
+                    7,
+                    5,
+                    colour.stroke_width(2),
+                ))?;
+            }
+        } else {
+            chart.draw_series(
+                runs.iter()
+                    .map(|run| PathElement::new(run.clone(), colour.stroke_width(2))),
+            )?;
+        }
         for run in &runs {
             // Without significance, only isolated points get a dot: a
             // single-layer run would otherwise be invisible.
@@ -263,7 +292,15 @@ fn layer_curves<DB: DrawingBackend>(
 fn legend_entries(series: &[Series]) -> Vec<(String, Mark)> {
     let mut entries: Vec<(String, Mark)> = series
         .iter()
-        .map(|s| (s.label.clone(), Mark::Line(style::palette(s.colour))))
+        .map(|s| {
+            let colour = style::palette(s.colour);
+            let mark = if s.dashed {
+                Mark::Dashed(colour)
+            } else {
+                Mark::Line(colour)
+            };
+            (s.label.clone(), mark)
+        })
         .collect();
     if series.iter().any(|s| !s.significant.is_empty()) {
         entries.push(("significant".to_string(), Mark::Dot(INK)));

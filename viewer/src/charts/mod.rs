@@ -29,9 +29,10 @@ use plotters::prelude::*;
 use crate::figures::Figure;
 
 pub use behavior::behavior_by_condition;
-pub use heatmap::attention_change_heatmap;
+pub use heatmap::{attention_change_heatmap, recovery_by_condition};
 pub use layers::{
     alignment_by_layer, attention_ratio_by_layer, correlation_by_layer, probe_by_layer,
+    recovery_by_layer,
 };
 pub use matrices::similarity_matrices;
 pub use scatter::correlation_scatter;
@@ -68,6 +69,8 @@ pub fn draw<DB: DrawingBackend>(
         Figure::AttentionChange(data) => attention_change_heatmap(area, data),
         Figure::Correlation(data) => correlation_by_layer(area, data),
         Figure::Scatter(data) => correlation_scatter(area, data),
+        Figure::Recovery(data) => recovery_by_layer(area, data),
+        Figure::RecoveryByCondition(data) => recovery_by_condition(area, data),
     }
 }
 
@@ -84,8 +87,12 @@ pub fn figure_size(figure: &Figure) -> (u32, u32) {
         Figure::Alignment(_)
         | Figure::Probe(_)
         | Figure::AttentionRatio(_)
-        | Figure::Correlation(_) => (720, 420),
+        | Figure::Correlation(_)
+        | Figure::Recovery(_) => (720, 420),
         Figure::AttentionChange(_) => (820, 460),
+        // One row per condition: height for a dozen rows at most, then the
+        // rows get thinner.
+        Figure::RecoveryByCondition(data) => (820, (200 + 28 * data.rows as u32).clamp(300, 520)),
         Figure::Scatter(_) => (600, 460),
     }
 }

@@ -79,6 +79,8 @@ pub(crate) fn no_data<DB: DrawingBackend>(
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Mark {
     Line(RGBColor),
+    /// A dashed line: a control drawn beside its method.
+    Dashed(RGBColor),
     Swatch(RGBColor),
     Dot(RGBColor),
     Ring(RGBColor),
@@ -130,6 +132,14 @@ pub(crate) fn legend_row<DB: DrawingBackend>(
                 vec![(x, y), (x + MARK_W, y)],
                 c.stroke_width(3),
             ))?,
+            Mark::Dashed(c) => {
+                for (a, b) in [(0, 5), (8, 14), (MARK_W - 5, MARK_W)] {
+                    strip.draw(&PathElement::new(
+                        vec![(x + a, y), (x + b, y)],
+                        c.stroke_width(3),
+                    ))?;
+                }
+            }
             Mark::Swatch(c) => {
                 strip.draw(&Rectangle::new(
                     [(x + 3, y - 6), (x + MARK_W - 3, y + 6)],

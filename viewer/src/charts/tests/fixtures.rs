@@ -1,7 +1,7 @@
 //! Small realistic figure data for the chart tests.
 
 use crate::figures::{
-    BehaviorByCondition, Figure, LayerCurves, LayerHeadHeatmap, MatrixPanels, Scatter, Series,
+    BehaviorByCondition, Figure, LayerCurves, LayerHeatmap, MatrixPanels, Scatter, Series,
 };
 
 pub(super) fn curves(title: &str, y_label: &str, layers: usize) -> LayerCurves {
@@ -29,13 +29,14 @@ pub(super) fn curves(title: &str, y_label: &str, layers: usize) -> LayerCurves {
                 .filter(|l| s == 1 && l % 3 == 0)
                 .map(|l| l as f64)
                 .collect(),
+            dashed: false,
         })
         .collect();
     LayerCurves {
         title: title.into(),
         y_label: y_label.into(),
         y_range: Some((-1.0, 1.0)),
-        reference: Some(0.0),
+        references: vec![0.0],
         selected_layer: Some(layers / 2),
         series,
     }
@@ -91,12 +92,14 @@ pub(super) fn matrices(n: usize) -> MatrixPanels {
     }
 }
 
-pub(super) fn heatmap(layers: usize, heads: usize) -> LayerHeadHeatmap {
-    LayerHeadHeatmap {
+pub(super) fn heatmap(layers: usize, heads: usize) -> LayerHeatmap {
+    LayerHeatmap {
         title: "Change in attention ratio".into(),
         value_label: "Δ log2 attention ratio".into(),
         layers: (0..layers).collect(),
-        n_heads: heads,
+        row_label: "head".into(),
+        rows: heads,
+        row_names: Vec::new(),
         values: (0..layers * heads)
             .map(|k| {
                 if k % 17 == 0 {
@@ -108,7 +111,7 @@ pub(super) fn heatmap(layers: usize, heads: usize) -> LayerHeadHeatmap {
             .collect(),
         limit: 2.0,
         selected_layer: Some(layers / 2),
-        selected_head: Some(1),
+        selected_row: Some(1),
     }
 }
 
@@ -132,6 +135,57 @@ pub(super) fn scatter() -> Scatter {
     }
 }
 
+/// The recovered fraction of the four patching methods, peaking mid-depth.
+pub(super) fn recovery() -> LayerCurves {
+    let methods = [
+        ("its own 4-shot state", 0, false, 0.8),
+        ("control: another condition's 4-shot state", 0, true, 0.06),
+        ("task vector added (×1)", 4, false, 0.5),
+        ("control: random vector, same norm", 4, true, 0.0),
+    ];
+    let series = methods
+        .into_iter()
+        .map(|(label, colour, dashed, height)| {
+            let at = |l: usize| height * (-((l as f64 - 14.0) / 7.0).powi(2)).exp();
+            Series {
+                label: label.into(),
+                colour,
+                points: (0..30).map(|l| (l as f64, at(l))).collect(),
+                band: (0..30)
+                    .map(|l| (l as f64, at(l) - 0.1, at(l) + 0.1))
+                    .collect(),
+                significant: vec![],
+                dashed,
+            }
+        })
+        .collect();
+    LayerCurves {
+        title: "4-shot gain recovered by patching: answer log-prob".into(),
+        y_label: "fraction of the gain recovered".into(),
+        y_range: Some((-0.2, 1.2)),
+        references: vec![0.0, 1.0],
+        selected_layer: Some(14),
+        series,
+    }
+}
+
+/// The recovered fraction per condition, one row each.
+pub(super) fn recovery_by_condition() -> LayerHeatmap {
+    let names = ["congruent", "incongruent", "neutral"];
+    LayerHeatmap {
+        title: "4-shot gain recovered per condition, own state: answer log-prob".into(),
+        value_label: "fraction of the gain recovered".into(),
+        layers: (0..4).map(|l| 4 * l).collect(),
+        row_label: "condition".into(),
+        rows: names.len(),
+        row_names: names.map(String::from).to_vec(),
+        values: (0..12).map(|k| (k % 5) as f64 * 0.3 - 0.2).collect(),
+        limit: 1.0,
+        selected_layer: Some(8),
+        selected_row: None,
+    }
+}
+
 pub(super) fn realistic() -> Vec<Figure> {
     vec![
         Figure::Behavior(behavior()),
@@ -142,5 +196,7 @@ pub(super) fn realistic() -> Vec<Figure> {
         Figure::AttentionChange(heatmap(32, 8)),
         Figure::Correlation(curves("Behaviour ↔ alignment", "Pearson r", 32)),
         Figure::Scatter(scatter()),
+        Figure::Recovery(recovery()),
+        Figure::RecoveryByCondition(recovery_by_condition()),
     ]
 }

@@ -6,10 +6,12 @@ use std::time::Instant;
 
 mod fixtures;
 
-use fixtures::{behavior, curves, heatmap, matrices, realistic, scatter};
+use fixtures::{
+    behavior, curves, heatmap, matrices, realistic, recovery, recovery_by_condition, scatter,
+};
 
 use super::*;
-use crate::figures::{BehaviorByCondition, LayerCurves, LayerHeadHeatmap, MatrixPanels, Scatter};
+use crate::figures::{BehaviorByCondition, LayerCurves, LayerHeatmap, MatrixPanels, Scatter};
 
 fn svg(figure: &Figure) -> String {
     let (w, h) = figure_size(figure);
@@ -27,6 +29,20 @@ fn every_figure_renders_with_title_and_axis_labels() {
         let expected: Vec<&str> = match &figure {
             Figure::Behavior(d) => vec![&d.title, &d.y_label, "condition", "congruent", "4-shot"],
             Figure::Matrices(d) => vec![&d.title, "item", "hypothesis", "similarity"],
+            Figure::Recovery(d) => vec![
+                &d.title,
+                &d.y_label,
+                "layer (block index)",
+                "its own 4-shot state",
+                "control: random vector, same norm",
+            ],
+            Figure::RecoveryByCondition(d) => vec![
+                &d.title,
+                &d.value_label,
+                "layer (block index)",
+                "condition",
+                "incongruent",
+            ],
             Figure::Alignment(d)
             | Figure::Probe(d)
             | Figure::AttentionRatio(d)
@@ -76,7 +92,7 @@ fn empty_and_non_finite_data_render() {
     let nan = f64::NAN;
     let mut flat = curves("flat", "score", 1);
     flat.y_range = None;
-    flat.reference = None;
+    flat.references.clear();
     let mut all_nan = curves("all NaN", "score", 5);
     for s in &mut all_nan.series {
         s.points.iter_mut().for_each(|p| p.1 = nan);
@@ -88,7 +104,7 @@ fn empty_and_non_finite_data_render() {
     };
     let mut bad_range = curves("bad range", "score", 4);
     bad_range.y_range = Some((nan, f64::INFINITY));
-    bad_range.reference = Some(5.0);
+    bad_range.references = vec![5.0, nan];
     let mut one_cell = heatmap(1, 1);
     one_cell.values = vec![0.0];
     one_cell.limit = 0.0;
@@ -124,16 +140,33 @@ fn empty_and_non_finite_data_render() {
             ..matrices(1)
         }),
         Figure::AttentionChange(heatmap(0, 0)),
-        Figure::AttentionChange(LayerHeadHeatmap {
+        Figure::AttentionChange(LayerHeatmap {
             values: vec![nan; 12],
             ..heatmap(3, 4)
         }),
-        Figure::AttentionChange(LayerHeadHeatmap {
+        Figure::AttentionChange(LayerHeatmap {
             values: vec![1.0],
             limit: nan,
             ..heatmap(3, 4)
         }),
         Figure::AttentionChange(one_cell),
+        Figure::Recovery(LayerCurves {
+            series: vec![],
+            ..recovery()
+        }),
+        Figure::RecoveryByCondition(LayerHeatmap {
+            values: vec![nan; 12],
+            ..recovery_by_condition()
+        }),
+        Figure::RecoveryByCondition(LayerHeatmap {
+            rows: 0,
+            row_names: vec![],
+            ..recovery_by_condition()
+        }),
+        Figure::RecoveryByCondition(LayerHeatmap {
+            row_names: vec!["only one name".into()],
+            ..recovery_by_condition()
+        }),
         Figure::Scatter(Scatter {
             points: vec![],
             fit: None,
@@ -226,4 +259,88 @@ fn big_inputs_render_quickly_and_stay_small() {
         matrices_time.as_millis() < 2000,
         "matrices took {matrices_time:?}"
     );
+}
+
+/// The patching figures of the synthetic study, as the viewer computes them
+/// (every condition, then a subset).
+fn synthetic_patching_figures() -> Vec<Figure> {
+    use crate::view::{figures, Derived, Selection};
+    let bundle = crate::synthetic::bundle(crate::synthetic::Spec::SMALL);
+    let mut out = Vec::new();
+    for conditions in [vec![], vec![1, 3]] {
+        for patching_measure in 0..3 {
+            let selection = Selection {
+                conditions: conditions.clone(),
+                patching_measure,
+                ..Selection::default()
+            };
+            let derived = Derived::for_selection(&bundle, &selection, None).expect("derive");
+            out.extend(
+                figures(&bundle, &derived, &selection)
+                    .expect("figures")
+                    .into_iter()
+                    .filter(|(id, _)| id.starts_with("recovery"))
+                    .map(|(_, f)| f),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn patching_figures_of_the_synthetic_study_draw_whole_titles() {
+    let drawn = synthetic_patching_figures();
+    assert_eq!(drawn.len(), 12, "two figures, three measures, two subsets");
+    for figure in &drawn {
+        let out = svg(figure);
+        assert_eq!(out, svg(figure), "deterministic");
+        let (title, texts): (&str, Vec<&str>) = match figure {
+            Figure::Recovery(d) => {
+                assert_eq!(d.series.len(), 4);
+                (
+                    &d.title,
+                    vec![&d.y_label, "other condition", "task vector added"],
+                )
+            }
+            Figure::RecoveryByCondition(d) => (&d.title, vec!["condition", "activity 1"]),
+            other => panic!("not a patching figure: {other:?}"),
+        };
+        assert!(out.contains(title), "title cut short: {title}");
+        assert!(!out.contains('…'), "something was shortened in {title}");
+        assert!(!out.contains("no data"), "{title}");
+        for text in texts {
+            let text = text.replace('\'', "&apos;");
+            assert!(
+                out.contains(&text) || out.contains(text.replace("&apos;", "'").as_str()),
+                "{text:?} missing from {title}"
+            );
+        }
+    }
+    // Every condition: the engine's bootstrap band; a subset: none.
+    let bands = |f: &Figure| match f {
+        Figure::Recovery(d) => d.series.iter().any(|s| !s.band.is_empty()),
+        _ => false,
+    };
+    assert!(bands(&drawn[0]) && !bands(&drawn[6]));
+}
+
+#[test]
+fn patching_figures_without_data_say_so() {
+    let nan = f64::NAN;
+    let mut all_nan = recovery();
+    for s in &mut all_nan.series {
+        s.points.iter_mut().for_each(|p| p.1 = nan);
+        s.band.clear();
+    }
+    let empty = LayerHeatmap {
+        values: vec![nan; 12],
+        ..recovery_by_condition()
+    };
+    for figure in [
+        Figure::Recovery(all_nan),
+        Figure::RecoveryByCondition(empty),
+    ] {
+        let out = svg(&figure);
+        assert!(out.contains("no data"), "{figure:?}");
+    }
 }
