@@ -514,3 +514,70 @@ fn strip_xml_declaration(svg: &str) -> String {
         None => svg.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page `render_report` writes for `bundle`, in a fresh folder.
+    fn page(bundle: &Bundle, name: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("render-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch folder");
+        let rendered = render_report(&dir, bundle, &RenderOptions::default()).expect("renders");
+        let html = std::fs::read_to_string(&rendered.page).expect("read page");
+        let _ = std::fs::remove_dir_all(&dir);
+        html
+    }
+
+    #[test]
+    fn a_patched_task_gets_the_patching_section_with_its_numbers() {
+        let bundle = viewer::synthetic::bundle(viewer::synthetic::Spec::SMALL);
+        let html = page(&bundle, "patched");
+        let start = html
+            .find("<section id=\"patching\"")
+            .expect("the patching section");
+        let section = &html[start..];
+        assert!(section.contains("<h2>Putting the in-context state back</h2>"));
+        for figure in ["recovery", "recovery_conditions"] {
+            assert!(
+                section.contains(&format!("<h3 id=\"{figure}\">")),
+                "{figure}"
+            );
+            assert!(
+                html.contains(&format!("id=\"canvas-{figure}\"")),
+                "{figure}"
+            );
+        }
+        assert!(section
+            .contains("0 means the patch recovers none of the k-shot improvement, 1 all of it"));
+        assert!(section.contains("Replacing the last token&#x27;s state at layer "));
+        assert!(
+            section.contains("(95% CI "),
+            "the engine's interval is quoted"
+        );
+        assert!(section.contains(" nats at 0-shot, "));
+        assert!(section.contains("Largest recovery with the own state, per condition: activity 0 "));
+        assert!(html.contains("id=\"control-patching\""));
+        // After every correlational section.
+        assert!(html.find("<section id=\"scatter\"").expect("scatter") < start);
+    }
+
+    #[test]
+    fn an_unpatched_bundle_has_no_trace_of_patching() {
+        let mut bundle = viewer::synthetic::bundle(viewer::synthetic::Spec::SMALL);
+        bundle.manifest.tasks[0].patching = None;
+        let html = page(&bundle, "unpatched");
+        for text in [
+            "id=\"patching\"",
+            "canvas-recovery",
+            "control-patching",
+            "data-needs",
+            "<h3 id=",
+            "caption intro",
+        ] {
+            assert!(!html.contains(text), "{text} in an unpatched report");
+        }
+        assert!(html.contains("<section id=\"scatter\" class=\"analysis\">\n<h2>The targets behind the correlation</h2>\n<p class=\"caption\">"));
+    }
+}
