@@ -827,3 +827,209 @@ fn every_committed_bundle_still_decodes_and_draws() {
     }
     assert!(checked >= 1, "the demo report is committed in reports/");
 }
+
+#[test]
+fn report_refuses_bad_patching_options_naming_the_key_and_line() {
+    let dir = scratch_dir("bad-patching");
+    let cases = [
+        (
+            "[patching]\nenabled = true\nmethods = [\"replace\", \"swap\"]\n",
+            "methods = [\"replace\", \"swap\"]",
+            "`patching.methods` has `swap`",
+        ),
+        (
+            "[patching]\nenabled = true\nscale = nan\n",
+            "scale = nan",
+            "`patching.scale` must be a finite number",
+        ),
+        (
+            "[patching]\nenabled = true\nbatch = 0\n",
+            "batch = 0",
+            "`patching.batch` must be between 1 and 255",
+        ),
+    ];
+    for (i, (table, bad_line, expected)) in cases.iter().enumerate() {
+        let text = format!("{SMALL_EXPERIMENT}\n{table}");
+        let line = 1 + text
+            .lines()
+            .position(|l| l == *bad_line)
+            .expect("the bad line");
+        let experiment = dir.join(format!("bad-{i}.toml"));
+        std::fs::write(&experiment, &text).expect("write");
+        let out = engine(&[
+            "report",
+            experiment.to_str().expect("utf-8"),
+            "--model",
+            "/no/such/model.gguf",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(expected) && stderr.contains(&format!("line {line}")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("model.gguf"), "checked first: {stderr}");
+    }
+    // Patching needs k-shot prompts to patch from.
+    let text = format!(
+        "{}\n[patching]\nenabled = true\n",
+        SMALL_EXPERIMENT.replacen("shots = 2", "shots = 0", 1)
+    );
+    let experiment = dir.join("no-shots.toml");
+    std::fs::write(&experiment, &text).expect("write");
+    let out = engine(&["report", experiment.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("shots") && stderr.contains("no k-shot prompts to patch from"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn report_refuses_a_patching_layer_past_the_model_before_capturing() {
+    let dir = scratch_dir("patching-layer");
+    let experiment = dir.join("layer.toml");
+    let text = format!("{SMALL_EXPERIMENT}\n[patching]\nenabled = true\nlayers = [3, 99]\n");
+    std::fs::write(&experiment, text).expect("write");
+    let out = engine(&[
+        "report",
+        experiment.to_str().expect("utf-8"),
+        "--out",
+        dir.join("out").to_str().expect("utf-8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("patching.layers") && stderr.contains("names layer 99"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("captured"),
+        "nothing was captured: {stderr}"
+    );
+}
+
+/// The browser's recomputation of the recovered fraction (a ratio of
+/// float32 means read back from the bundle) against the engine's (float64
+/// means of the same values before they were stored as float32).
+const RECOVERY_TOLERANCE: f64 = 1e-4;
+
+/// The small experiment with patching at three layers, greedy answers at
+/// every second of them.
+fn small_patching_experiment(dir: &Path) -> PathBuf {
+    let experiment = dir.join("patching.toml");
+    let text = format!(
+        "{SMALL_EXPERIMENT}\n[patching]\nenabled = true\nlayers = [4, 14, 29]\ngreedy_stride = 2\n"
+    );
+    std::fs::write(&experiment, text).expect("write");
+    experiment
+}
+
+#[test]
+fn report_patches_every_target_and_resumes_to_the_same_bytes() {
+    use viewer::bundle::{model_array, Bundle};
+    let dir = scratch_dir("patching-report");
+    let experiment = small_patching_experiment(&dir);
+    let out = dir.join("report");
+    let args = [
+        "report",
+        experiment.to_str().expect("utf-8"),
+        "--out",
+        out.to_str().expect("utf-8"),
+    ];
+    let first = engine(&args);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout.contains("patching (replace) recovers most at layer"),
+        "the summary names the best layer per method: {stdout}"
+    );
+    // 8 targets (4 per task) × 3 layers × 4 methods (every target has one
+    // of another condition for the control).
+    let rows = read_csv(&out.join("data/patching.csv"));
+    assert_eq!(rows.len() - 1, 8 * 3 * 4);
+    assert_eq!(
+        rows[0][..6],
+        ["model", "task", "target_id", "condition", "layer", "method"]
+    );
+    // Greedy answers at layers 29 and 4 (every second from the last), not 14.
+    let column = |name: &str| rows[0].iter().position(|h| h == name).expect(name);
+    let (correct, layer) = (column("correct"), column("layer"));
+    for row in &rows[1..] {
+        assert_eq!(!row[correct].is_empty(), row[layer] != "14", "{row:?}");
+    }
+    let recovery = read_csv(&out.join("data/patching_recovery.csv"));
+    assert!(recovery.len() > 40, "{} recovery rows", recovery.len());
+
+    // The viewer recomputes the stored fractions from the stored runs.
+    let bytes = std::fs::read(out.join(viewer::bundle::FILE_NAME)).expect("bundle");
+    let bundle = Bundle::decode(&bytes).expect("decode");
+    let model = &bundle.manifest.models[0];
+    for (t, task) in bundle.manifest.tasks.iter().enumerate() {
+        let entry = task.patching.as_ref().expect("patching entry");
+        assert_eq!(entry.layers[&model.name], vec![4, 14, 29]);
+        let selection = viewer::view::Selection {
+            task: t,
+            ..viewer::view::Selection::default()
+        };
+        let targets: Vec<usize> = (0..task.target_conditions.len()).collect();
+        let ours = viewer::view::recompute_recovery(&bundle, &selection, &targets)
+            .expect("arrays")
+            .expect("patched");
+        let stored = bundle
+            .tensor(&model_array(&model.name, &task.name, "patching_recovery"))
+            .expect("recovery");
+        let mut compared = 0;
+        for (m, measures) in ours.iter().enumerate() {
+            for (q, layers) in measures.iter().enumerate() {
+                for (l, r) in layers.iter().enumerate() {
+                    let engine = stored.get(&[m, q, l, 0]);
+                    if engine.is_nan() && r.fraction.is_nan() {
+                        continue;
+                    }
+                    assert!(
+                        (engine - r.fraction).abs() <= RECOVERY_TOLERANCE * engine.abs().max(1.0),
+                        "{} method {m} measure {q} layer {l}: {} vs {engine}",
+                        task.name,
+                        r.fraction
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared >= 20, "{compared} fractions compared");
+    }
+
+    // Half the patched runs forgotten: they run again, to the same bytes.
+    let patching_dir = std::fs::read_dir(out.join("cache"))
+        .expect("cache")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("patching"))
+        .find(|p| p.is_dir())
+        .expect("the patching cache");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&patching_dir)
+        .expect("patching cache")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 8, "one cached file per target");
+    for file in files.iter().step_by(2) {
+        std::fs::remove_file(file).expect("remove");
+    }
+    std::fs::remove_file(out.join("cache/inputs.sha256")).ok();
+    let second = engine(&args);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let again = std::fs::read(out.join(viewer::bundle::FILE_NAME)).expect("bundle");
+    assert!(again == bytes, "the resumed patching gives the same bundle");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -658,3 +658,113 @@ fn full_scale_benchmark_reports_its_timings() {
         );
     }
 }
+
+/// A float32 vector stored as float64 in a fixture.
+fn f32_vector(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| number(x) as f32)
+        .collect()
+}
+
+#[test]
+fn recovered_fraction_matches_numpy_on_fixture() {
+    use engine::analysis::patching::recovered_fraction_with_samples;
+    let f = fixture("patching");
+    let cases = f["recovery"].as_array().expect("cases");
+    assert_eq!(cases.len(), 3);
+    for case in cases {
+        let values = |key: &str| -> Vec<f64> {
+            case[key]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(number)
+                .collect()
+        };
+        let samples: Vec<Vec<usize>> = case["samples"]
+            .as_array()
+            .expect("samples")
+            .iter()
+            .map(|s| {
+                s.as_array()
+                    .expect("sample")
+                    .iter()
+                    .map(|i| i.as_u64().expect("index") as usize)
+                    .collect()
+            })
+            .collect();
+        let (r, n) = recovered_fraction_with_samples(
+            &values("patched"),
+            &values("zero_shot"),
+            &values("k_shot"),
+            &samples,
+            number(&case["confidence"]),
+        );
+        let e = &case["expected"];
+        assert_eq!(n as u64, e["n"].as_u64().expect("n"));
+        for (ours, key) in [
+            (r.fraction, "fraction"),
+            (r.ci_low, "ci_low"),
+            (r.ci_high, "ci_high"),
+            (r.mean_patched, "mean_patched"),
+            (r.mean_zero_shot, "mean_zero_shot"),
+            (r.mean_k_shot, "mean_k_shot"),
+        ] {
+            let theirs = number(&e[key]);
+            assert!(
+                (ours - theirs).abs() <= ARITHMETIC * theirs.abs().max(1.0),
+                "{key}: {ours} vs numpy {theirs}"
+            );
+        }
+    }
+}
+
+#[test]
+fn task_vectors_match_numpy_and_never_include_the_target_itself() {
+    use engine::analysis::patching::leave_one_out_task_vector;
+    let f = fixture("patching");
+    let tv = &f["task_vector"];
+    let rows = |key: &str| -> Vec<Vec<f32>> {
+        tv[key]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(f32_vector)
+            .collect()
+    };
+    let (zero, mut k) = (rows("zero_shot"), rows("k_shot"));
+    let scale = number(&tv["scale"]);
+    let expected = rows("expected");
+    for (t, want) in expected.iter().enumerate() {
+        let z: Vec<&[f32]> = zero.iter().map(Vec::as_slice).collect();
+        let kk: Vec<&[f32]> = k.iter().map(Vec::as_slice).collect();
+        let got = leave_one_out_task_vector(&z, &kk, t, scale).expect("other targets");
+        // The mean is taken in f64 and rounded once to f32, as numpy does.
+        assert_eq!(&got, want, "target {t}");
+    }
+    // Changing only target 2's own k-shot state leaves its task vector alone
+    // (and changes every other target's).
+    let before: Vec<Vec<f32>> = (0..k.len())
+        .map(|t| {
+            let z: Vec<&[f32]> = zero.iter().map(Vec::as_slice).collect();
+            let kk: Vec<&[f32]> = k.iter().map(Vec::as_slice).collect();
+            leave_one_out_task_vector(&z, &kk, t, scale).expect("vector")
+        })
+        .collect();
+    k[2].iter_mut().for_each(|x| *x += 100.0);
+    for (t, old) in before.iter().enumerate() {
+        let z: Vec<&[f32]> = zero.iter().map(Vec::as_slice).collect();
+        let kk: Vec<&[f32]> = k.iter().map(Vec::as_slice).collect();
+        let new = leave_one_out_task_vector(&z, &kk, t, scale).expect("vector");
+        if t == 2 {
+            assert_eq!(
+                &new, old,
+                "target 2's own state leaked into its task vector"
+            );
+        } else {
+            assert_ne!(&new, old, "target {t} ignores target 2");
+        }
+    }
+}

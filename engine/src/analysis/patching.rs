@@ -28,96 +28,77 @@
 use super::resample::SeededRng;
 use super::stats::percentile_interval;
 
-/// The recovered fraction of one method, measure and layer over targets.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Recovery {
-    pub fraction: f64,
-    pub ci_low: f64,
-    pub ci_high: f64,
-    pub mean_patched: f64,
-    pub mean_zero_shot: f64,
-    pub mean_k_shot: f64,
-    /// Targets with all three values finite.
-    pub n: usize,
+/// The recovered fraction of one method, measure and layer over targets,
+/// with its interval and the raw means: the viewer's type, so that the
+/// engine's numbers and the browser's recomputation are one definition.
+pub use viewer::view::Recovery;
+
+/// The six numbers of a [`Recovery`] in the order of the bundle's
+/// `patching_recovery` (`viewer::bundle::RECOVERY_FIELDS`).
+pub fn recovery_fields(r: &Recovery) -> [f64; 6] {
+    [
+        r.fraction,
+        r.ci_low,
+        r.ci_high,
+        r.mean_patched,
+        r.mean_zero_shot,
+        r.mean_k_shot,
+    ]
 }
 
-impl Recovery {
-    /// The six numbers in the order of the bundle's `patching_recovery`.
-    pub fn fields(&self) -> [f64; 6] {
-        [
-            self.fraction,
-            self.ci_low,
-            self.ci_high,
-            self.mean_patched,
-            self.mean_zero_shot,
-            self.mean_k_shot,
-        ]
-    }
-}
-
-fn mean_of(values: &[f64], indices: impl Iterator<Item = usize>) -> f64 {
-    let (mut sum, mut n) = (0.0, 0usize);
-    for i in indices {
-        sum += values[i];
-        n += 1;
-    }
-    if n == 0 {
-        f64::NAN
-    } else {
-        sum / n as f64
-    }
-}
-
-/// `(mean p − mean z) / (mean k − mean z)` over `indices`; NaN when the
-/// denominator is zero.
-fn fraction_over(p: &[f64], z: &[f64], k: &[f64], indices: &[usize]) -> f64 {
-    let mz = mean_of(z, indices.iter().copied());
-    let gain = mean_of(k, indices.iter().copied()) - mz;
-    if gain == 0.0 {
-        return f64::NAN;
-    }
-    (mean_of(p, indices.iter().copied()) - mz) / gain
+/// The indices of the targets with all three values finite.
+fn complete_targets(patched: &[f64], zero_shot: &[f64], k_shot: &[f64]) -> Vec<usize> {
+    (0..patched.len().min(zero_shot.len()).min(k_shot.len()))
+        .filter(|&i| patched[i].is_finite() && zero_shot[i].is_finite() && k_shot[i].is_finite())
+        .collect()
 }
 
 /// The recovered fraction (see the module doc) of `patched` between
 /// `zero_shot` and `k_shot` (one value per target each), with the
 /// percentile interval at `confidence` over the bootstrap `samples` (each
 /// a list of indices into the targets with all three values finite, as
-/// many as there are such targets).
+/// many as there are such targets). Also returns how many targets count.
 pub fn recovered_fraction_with_samples(
     patched: &[f64],
     zero_shot: &[f64],
     k_shot: &[f64],
     samples: &[Vec<usize>],
     confidence: f64,
-) -> Recovery {
-    let kept: Vec<usize> = (0..patched.len().min(zero_shot.len()).min(k_shot.len()))
-        .filter(|&i| patched[i].is_finite() && zero_shot[i].is_finite() && k_shot[i].is_finite())
-        .collect();
-    let p: Vec<f64> = kept.iter().map(|&i| patched[i]).collect();
-    let z: Vec<f64> = kept.iter().map(|&i| zero_shot[i]).collect();
-    let k: Vec<f64> = kept.iter().map(|&i| k_shot[i]).collect();
-    let all: Vec<usize> = (0..kept.len()).collect();
-    let fraction = fraction_over(&p, &z, &k, &all);
+) -> (Recovery, usize) {
+    let kept = complete_targets(patched, zero_shot, k_shot);
+    let pick = |values: &[f64], indices: &mut dyn Iterator<Item = usize>| -> Vec<f64> {
+        indices.map(|i| values[kept[i]]).collect()
+    };
+    let point = Recovery::of(
+        &pick(patched, &mut (0..kept.len())),
+        &pick(zero_shot, &mut (0..kept.len())),
+        &pick(k_shot, &mut (0..kept.len())),
+    );
     let boot: Vec<f64> = samples
         .iter()
         .filter(|s| !s.is_empty() && s.iter().all(|&i| i < kept.len()))
-        .map(|s| fraction_over(&p, &z, &k, s))
+        .map(|s| {
+            Recovery::of(
+                &pick(patched, &mut s.iter().copied()),
+                &pick(zero_shot, &mut s.iter().copied()),
+                &pick(k_shot, &mut s.iter().copied()),
+            )
+            .fraction
+        })
         .collect();
-    let (ci_low, ci_high) = if fraction.is_finite() {
+    let (ci_low, ci_high) = if point.fraction.is_finite() {
         percentile_interval(&boot, confidence)
     } else {
         (f64::NAN, f64::NAN)
     };
-    Recovery {
-        fraction,
-        ci_low,
-        ci_high,
-        mean_patched: mean_of(&p, 0..p.len()),
-        mean_zero_shot: mean_of(&z, 0..z.len()),
-        mean_k_shot: mean_of(&k, 0..k.len()),
-        n: kept.len(),
-    }
+    (
+        Recovery {
+            ci_low,
+            ci_high,
+            ..point
+        },
+        kept.len(),
+    )
 }
 
 /// [`recovered_fraction_with_samples`] with `bootstrap` resamples of the
@@ -129,10 +110,8 @@ pub fn recovered_fraction(
     bootstrap: usize,
     confidence: f64,
     rng: &mut SeededRng,
-) -> Recovery {
-    let n = (0..patched.len().min(zero_shot.len()).min(k_shot.len()))
-        .filter(|&i| patched[i].is_finite() && zero_shot[i].is_finite() && k_shot[i].is_finite())
-        .count();
+) -> (Recovery, usize) {
+    let n = complete_targets(patched, zero_shot, k_shot).len();
     let samples: Vec<Vec<usize>> = (0..bootstrap).map(|_| rng.bootstrap_indices(n)).collect();
     recovered_fraction_with_samples(patched, zero_shot, k_shot, &samples, confidence)
 }
@@ -163,7 +142,11 @@ pub fn leave_one_out_task_vector(
     if n == 0 {
         return None;
     }
-    Some(sum.iter().map(|&s| (scale * s / n as f64) as f32).collect())
+    Some(
+        sum.iter()
+            .map(|&s| (scale * (s / n as f64)) as f32)
+            .collect(),
+    )
 }
 
 /// The Euclidean norm, accumulated in f64.
@@ -202,11 +185,11 @@ mod tests {
     fn full_recovery_is_one_and_none_is_zero() {
         let z = [-3.0, -2.0, -4.0];
         let k = [-1.0, -1.5, -0.5];
-        let r = recovered_fraction_with_samples(&k, &z, &k, &[], 0.95);
+        let (r, _) = recovered_fraction_with_samples(&k, &z, &k, &[], 0.95);
         assert_eq!(r.fraction, 1.0);
-        let r = recovered_fraction_with_samples(&z, &z, &k, &[], 0.95);
+        let (r, n) = recovered_fraction_with_samples(&z, &z, &k, &[], 0.95);
         assert_eq!(r.fraction, 0.0);
-        assert_eq!(r.n, 3);
+        assert_eq!(n, 3);
     }
 
     #[test]
@@ -214,8 +197,8 @@ mod tests {
         let z = [0.0, 0.0, f64::NAN];
         let k = [1.0, 1.0, 1.0];
         let p = [0.5, 0.5, 0.5];
-        let r = recovered_fraction_with_samples(&p, &z, &k, &[vec![0, 1]], 0.95);
-        assert_eq!(r.n, 2);
+        let (r, n) = recovered_fraction_with_samples(&p, &z, &k, &[vec![0, 1]], 0.95);
+        assert_eq!(n, 2);
         assert_eq!(r.fraction, 0.5);
         assert_eq!((r.ci_low, r.ci_high), (0.5, 0.5));
     }
@@ -223,7 +206,7 @@ mod tests {
     #[test]
     fn no_gain_gives_no_fraction() {
         let z = [1.0, 2.0];
-        let r = recovered_fraction_with_samples(&z, &z, &z, &[vec![0, 1]], 0.95);
+        let (r, _) = recovered_fraction_with_samples(&z, &z, &z, &[vec![0, 1]], 0.95);
         assert!(r.fraction.is_nan() && r.ci_low.is_nan());
     }
 

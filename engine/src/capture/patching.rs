@@ -168,7 +168,8 @@ pub struct PatchJob {
 /// What one patched run measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchedRun {
-    /// Natural-log probability of the correct answer's first token.
+    /// Natural-log probability of the correct answer's first token that is
+    /// not only whitespace ([`Model::first_content_token`]).
     pub first_token_logprob: f64,
     /// Of the whole correct answer, teacher-forced (sum over its tokens).
     pub answer_logprob: f64,
@@ -306,6 +307,7 @@ impl<'m> PatchRunner<'m> {
         let n = prompt.len();
         let m = answer.len();
         let last = prompt[n - 1];
+        let scored = self.model.first_content_token(answer);
         let mut batch = Vec::with_capacity(jobs.len() * m);
         let mut row_patches = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
@@ -371,7 +373,7 @@ impl<'m> PatchRunner<'m> {
                     CaptureError::Decode("llama.cpp returned no logits for a patched run".into())
                 })?;
                 let lp = token_logprob(logits, token);
-                if k == 0 {
+                if k == scored {
                     first = lp;
                 }
                 total += lp;

@@ -205,6 +205,23 @@ impl Model {
             .map_err(CaptureError::Tokenize)
     }
 
+    /// The index of the first token of `answer` that is not only
+    /// whitespace (0 when all are): the token whose log-probability says
+    /// which answer the model gives. Tokenizers that split numbers into
+    /// digits start ` 23` with a lone space, which every answer shares.
+    pub fn first_content_token(&self, answer: &[i32]) -> usize {
+        answer
+            .iter()
+            .position(|&t| {
+                !self
+                    .inner
+                    .token_bytes(t)
+                    .iter()
+                    .all(u8::is_ascii_whitespace)
+            })
+            .unwrap_or(0)
+    }
+
     /// The raw bytes of a token (may hold part of a UTF-8 character).
     pub fn token_bytes(&self, token: i32) -> Vec<u8> {
         self.inner.token_bytes(token)
@@ -639,9 +656,9 @@ impl<'m> Session<'m> {
     }
 
     /// The teacher-forced log-probabilities of `answer` right after the last
-    /// capture: of its first token (from the capture's own logits) and of
-    /// the whole answer (its tokens but the last run after the prompt, in
-    /// one decode). The answer's cells are forgotten afterwards, so the
+    /// capture: of its first token that is not only whitespace
+    /// ([`Model::first_content_token`]) and of the whole answer (its tokens
+    /// but the last run after the prompt, in one decode). The answer's cells are forgotten afterwards, so the
     /// greedy answer is generated from the prompt exactly as without this.
     pub fn answer_logprobs(&mut self, answer: &[i32]) -> Result<(f64, f64), CaptureError> {
         let (position, logits) = self.answer_point()?;
@@ -650,7 +667,8 @@ impl<'m> Session<'m> {
                 "the answer to score has no tokens".into(),
             ));
         };
-        let first_lp = super::patching::token_logprob(logits, first);
+        let scored = self.model.first_content_token(answer);
+        let mut first_lp = super::patching::token_logprob(logits, first);
         let mut total = first_lp;
         let rest = &answer[..answer.len() - 1];
         if !rest.is_empty() {
@@ -668,7 +686,11 @@ impl<'m> Session<'m> {
                 let row = self.ctx.logits(k as i32).ok_or_else(|| {
                     CaptureError::Decode("llama.cpp returned no logits for the answer".into())
                 })?;
-                total += super::patching::token_logprob(row, token);
+                let lp = super::patching::token_logprob(row, token);
+                if k + 1 == scored {
+                    first_lp = lp;
+                }
+                total += lp;
             }
             if !self.ctx.truncate(position) {
                 return Err(CaptureError::Decode(

@@ -475,14 +475,57 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // The patching stage, as `engine report` runs it (through a scratch
+    // cache), and once more without greedy answers, to show what they cost.
+    let scratch =
+        std::env::temp_dir().join(format!("engine-bench-patching-{}", std::process::id()));
+    let patch = |experiment: &crate::experiment::Experiment| -> anyhow::Result<_> {
+        let _ = std::fs::remove_dir_all(&scratch);
+        let cache = crate::study::cache::PromptCache::open(&scratch, "bench")?;
+        let settings = crate::study::cache::CaptureSettings {
+            flash_attention: format!("{:?}", options.flash_attention).to_lowercase(),
+            n_gpu_layers: args.model.runtime.n_gpu_layers,
+        };
+        let patch_cache = crate::study::patching::PatchCache {
+            cache: &cache,
+            model_sha256: "bench",
+            settings: &settings,
+        };
+        let context = crate::study::patching::PatchingContext {
+            threads: options.threads,
+            flash_attention: options.flash_attention,
+        };
+        let started = Instant::now();
+        let done = crate::study::patching::patch_model(
+            experiment,
+            &records,
+            info.n_layer,
+            info.n_embd,
+            &patch_cache,
+            context,
+            Some((&model, &tokenized)),
+            None,
+        )?;
+        Ok((done, started.elapsed()))
+    };
+    let patching = if experiment.file.patching.enabled {
+        let (done, t_patch) = patch(&experiment)?;
+        let mut no_greedy = experiment.clone();
+        no_greedy.file.patching.greedy_stride = 0;
+        let (_, t_logprobs) = patch(&no_greedy)?;
+        let _ = std::fs::remove_dir_all(&scratch);
+        Some((done, t_patch, t_logprobs))
+    } else {
+        None
+    };
     let run = crate::study::ModelRun {
         name: "bench".into(),
         sha256: String::new(),
-        info,
+        info: info.clone(),
         layers,
         records,
         capture_seconds: t_capture.as_secs_f64(),
-        patching: None,
+        patching: patching.as_ref().and_then(|p| p.0.clone()),
     };
     let started = Instant::now();
     let results = crate::study::analyze(&experiment, std::slice::from_ref(&run))?;
@@ -504,7 +547,8 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
     let peak = peak_rss_bytes();
 
     let s = |d: Duration| d.as_secs_f64();
-    let total = t_capture + t_analyses + t_publish;
+    let t_patching = patching.as_ref().map_or(Duration::ZERO, |p| p.1);
+    let total = t_capture + t_patching + t_analyses + t_publish;
     say!(
         "  llama.cpp alone (forward + answer)   {:>7.1} s",
         s(t_bare)
@@ -539,6 +583,30 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
             s(t_whole),
             s(t_whole) / s(t_bare),
             s(t_whole) / s(t_capture)
+        )?;
+    }
+    if let Some((done, t_patch, t_logprobs)) = &patching {
+        let options = &experiment.file.patching;
+        let targets: usize = done
+            .as_ref()
+            .map_or(0, |d| d.tasks.iter().map(|t| t.targets.len()).sum());
+        let n_layers = done
+            .as_ref()
+            .and_then(|d| d.tasks.first())
+            .map_or(0, |t| t.layers.len());
+        let methods = options.methods.len() * if options.controls { 2 } else { 1 };
+        let runs = done.as_ref().map_or(0, |d| d.runs);
+        say!(
+            "  patching ({targets} targets × {n_layers} layers × {methods} methods and controls = {runs} runs)\n                                       {:>7.1} s  ({:.2}× the capture; the run with patching {:.2}× the run without)",
+            s(*t_patch),
+            s(*t_patch) / s(t_capture),
+            s(total) / s(total - *t_patch)
+        )?;
+        say!(
+            "    of which log-probabilities alone   {:>7.1} s; greedy answers at every {} layer(s) {:.1} s more",
+            s(*t_logprobs),
+            options.greedy_stride,
+            s(*t_patch) - s(*t_logprobs)
         )?;
     }
     say!(

@@ -205,8 +205,22 @@ impl Experiment {
     }
 
     /// The layers to patch, checked against the model's once it is loaded
-    /// (before any capture): `patching.layers`, or every analysed layer.
+    /// (before any capture): `patching.layers`, or every analysed layer,
+    /// then every `patching.layer_stride`-th of them counted from the last
+    /// (so that the last layer, where the exact check holds, is always in).
     pub fn patching_layers(&self, n_layer: usize) -> Result<Vec<usize>, ConfigError> {
+        let stride = self.file.patching.layer_stride.max(1);
+        let all = self.patching_layer_list(n_layer)?;
+        let n = all.len();
+        Ok(all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| (n - 1 - i) % stride == 0)
+            .map(|(_, l)| l)
+            .collect())
+    }
+
+    fn patching_layer_list(&self, n_layer: usize) -> Result<Vec<usize>, ConfigError> {
         match &self.file.patching.layers {
             None => self.layers(n_layer),
             Some(layers) => {
@@ -371,6 +385,13 @@ fn validate_patching(f: &ExperimentFile, at: &Locator<'_>) -> Result<(), ConfigE
             None,
             "patching.scale",
             "must be a finite number, such as 1.0",
+        ));
+    }
+    if p.layer_stride == 0 {
+        return Err(at.invalid(
+            None,
+            "patching.layer_stride",
+            "must be at least 1 (1 patches every layer)",
         ));
     }
     if !(1..=MAX_PATCHING_BATCH).contains(&p.batch) {

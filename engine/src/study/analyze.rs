@@ -681,7 +681,7 @@ fn patching_results(
     tp: &super::patching::TaskPatching,
     results: &mut StudyResults,
 ) {
-    use crate::analysis::patching::recovered_fraction;
+    use crate::analysis::patching::{recovered_fraction, recovery_fields};
     use crate::analysis::resample::named_rng;
     use viewer::bundle::{PatchingEntry, PATCHING_MEASURES, PATCHING_METHODS, RECOVERY_FIELDS};
     let task = &experiment.tasks[tp.task];
@@ -727,11 +727,8 @@ fn patching_results(
         results.patching_recovery = Table::new(&super::patching::recovery_table_header());
         results.patching = Table::new(&super::patching::patching_table_header());
     }
-    for m in 0..n_methods {
-        if tp.patched[m]
-            .iter()
-            .all(|layer| layer.iter().all(Option::is_none))
-        {
+    for (m, runs) in tp.patched.iter().enumerate() {
+        if runs.iter().all(|layer| layer.iter().all(Option::is_none)) {
             continue;
         }
         for q in 0..n_measures {
@@ -748,7 +745,7 @@ fn patching_results(
                         task.name, PATCHING_METHODS[m], PATCHING_MEASURES[q]
                     ),
                 );
-                let r = recovered_fraction(
+                let (r, n) = recovered_fraction(
                     &p,
                     &z,
                     &kk,
@@ -756,10 +753,10 @@ fn patching_results(
                     options.confidence,
                     &mut rng,
                 );
-                if r.n == 0 {
+                if n == 0 {
                     continue;
                 }
-                for (f, value) in r.fields().into_iter().enumerate() {
+                for (f, value) in recovery_fields(&r).into_iter().enumerate() {
                     recovery.set(&[m, q, li, f], value);
                 }
                 let mut row = vec![
@@ -768,9 +765,9 @@ fn patching_results(
                     PATCHING_METHODS[m].to_string(),
                     PATCHING_MEASURES[q].to_string(),
                     layer.to_string(),
-                    r.n.to_string(),
+                    n.to_string(),
                 ];
-                row.extend(r.fields().into_iter().map(num));
+                row.extend(recovery_fields(&r).into_iter().map(num));
                 results.patching_recovery.push(row);
             }
         }

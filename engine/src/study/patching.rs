@@ -329,7 +329,7 @@ pub struct PatchingContext {
 /// model (`n_layer` blocks of width `n_embd`). `model` is needed only when
 /// something is not cached: without it, the first missing run returns
 /// `Ok(None)`, and the caller loads the model and calls again.
-/// `progress` receives a line per task.
+/// `progress` ticks once per target and notes a line per task.
 #[allow(clippy::too_many_arguments)]
 pub fn patch_model(
     experiment: &Experiment,
@@ -339,7 +339,7 @@ pub fn patch_model(
     cache: &PatchCache<'_>,
     context: PatchingContext,
     model: Option<(&Model, &Tokenized)>,
-    mut progress: Option<&mut dyn std::io::Write>,
+    mut progress: Option<&mut crate::progress::Progress>,
 ) -> anyhow::Result<Option<ModelPatching>> {
     let started = Instant::now();
     let mut out = ModelPatching::default();
@@ -429,6 +429,9 @@ pub fn patch_model(
                 }
             };
             out.runs += values.len();
+            if let Some(p) = progress.as_mut() {
+                p.tick();
+            }
             for ((method, li, _), value) in jobs.iter().zip(values) {
                 match method {
                     None => result.zero_shot.push(value),
@@ -438,14 +441,13 @@ pub fn patch_model(
         }
         out.runs_now += now;
         if let Some(p) = progress.as_mut() {
-            let _ = writeln!(
-                p,
-                "  patched task `{}`: {n_targets} targets × {} layers, {} runs ({now} now) in {:.1} s",
+            p.note(&format!(
+                "patched task `{}`: {n_targets} targets × {} layers, {} runs ({now} now) in {}",
                 experiment.tasks[task].name,
                 layers.len(),
                 result.patched.iter().flatten().flatten().flatten().count() + n_targets,
-                task_started.elapsed().as_secs_f64()
-            );
+                crate::progress::duration(task_started.elapsed().as_secs_f64())
+            ));
         }
         out.tasks.push(result);
     }

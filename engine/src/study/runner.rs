@@ -170,6 +170,10 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         }
     };
     let layers = experiment.layers(info.n_layer)?;
+    if experiment.file.patching.enabled {
+        // Checked before any capture, like `capture.layers`.
+        experiment.patching_layers(info.n_layer)?;
+    }
     let mut keys = vec![String::new(); experiment.prompts.len()];
     for batch in &all_batches {
         for &p in batch {
@@ -348,13 +352,14 @@ fn patch_through_cache(
     };
     let tokenized = tokenize_all(&model, experiment)?;
     let started = Instant::now();
+    // One tick per target (its 0-shot prompt).
+    let targets = experiment.prompts.iter().filter(|p| p.shots == 0).count();
     let mut progress = Progress::new(
         job.progress,
         format!("patch {}", job.name),
-        "tasks",
-        experiment.tasks.len(),
+        "targets",
+        targets,
     );
-    let mut lines: Vec<u8> = Vec::new();
     let done = patch_model(
         experiment,
         records,
@@ -363,13 +368,9 @@ fn patch_through_cache(
         &patch_cache,
         context,
         Some((&model, &tokenized)),
-        Some(&mut lines),
+        Some(&mut progress),
     )?
     .ok_or_else(|| anyhow::anyhow!("the patching stage asked for the model although it had it"))?;
-    for line in String::from_utf8_lossy(&lines).lines() {
-        progress.note(&format!("{}: {}", job.name, line.trim()));
-        progress.tick();
-    }
     progress.finish(&format!(
         "{} patched runs ({} now) in {}",
         done.runs,

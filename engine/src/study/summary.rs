@@ -74,7 +74,40 @@ impl StudyResults {
                 lines.extend(self.alignment_gain(run, task, &z, &k, experiment));
                 lines.extend(self.attention_change(run, task, &z, &k));
                 lines.extend(self.best_probes(run, task, &z, &k));
+                lines.extend(self.best_patching_layers(run, task));
             }
+        }
+        lines
+    }
+
+    /// Per patching method: the layer whose patch recovers the largest
+    /// fraction of the k-shot gain in answer log-probability, with its
+    /// interval and the raw means.
+    fn best_patching_layers(&self, run: &ModelRun, task: &crate::experiment::Task) -> Vec<String> {
+        let table = &self.patching_recovery;
+        if table.header.is_empty() {
+            return Vec::new();
+        }
+        let (layer, fraction) = (column(table, "layer"), column(table, "fraction"));
+        let (low, high) = (column(table, "ci_low"), column(table, "ci_high"));
+        let mut lines = Vec::new();
+        for method in viewer::bundle::PATCHING_METHODS {
+            let best = rows(table, &[&run.name, &task.name, method, "answer_logprob"])
+                .filter(|r| value(r, fraction).is_finite())
+                .max_by(|a, b| value(a, fraction).total_cmp(&value(b, fraction)));
+            let Some(best) = best else { continue };
+            lines.push(format!(
+                "{} · {}: patching ({method}) recovers most at layer {}: {} of the k-shot gain in answer log-probability (CI {} to {}); 0-shot {:.2}, patched {:.2}, k-shot {:.2} nats",
+                run.name,
+                task.name,
+                best[layer],
+                percent(value(best, fraction)),
+                percent(value(best, low)),
+                percent(value(best, high)),
+                value(best, column(table, "mean_zero_shot")),
+                value(best, column(table, "mean_patched")),
+                value(best, column(table, "mean_k_shot")),
+            ));
         }
         lines
     }
