@@ -778,6 +778,8 @@ fn report_runs_the_paper_preset_end_to_end() {
     assert_eq!(rows("probe"), (2 + 2) * 2 * 30);
     assert_eq!(rows("attention_ratio"), 2 * 30 * 10);
     assert_eq!(rows("correlation"), (5 + 2 + 2 + 1 + 2) * 30);
+    // Patching in the paper preset: every third layer (10), four methods.
+    assert_eq!(rows("patching"), (9 * 4 + 6 * 4) * 10 * 4);
     // Plausibility, not tuning: with four solved stories the model answers
     // the reading-comprehension question more often than without.
     let behavior = read_csv(&data.join("behavior.csv"));

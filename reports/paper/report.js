@@ -21,11 +21,19 @@ function errorText(error) {
   return text.endsWith(".") ? text : text + ".";
 }
 
-// Counts and layer numbers as integers, measures with three decimals.
-function formatNumber(value) {
+// Counts and layer numbers as integers, measures with three decimals,
+// fractions (format "percent") as whole percentages.
+function formatNumber(value, format) {
+  if (value === null || value === undefined) return "n/a";
   if (typeof value !== "number") return String(value);
   if (!Number.isFinite(value)) return "n/a";
+  if (format === "percent") return `${(100 * value).toFixed(0)}%`.replace("-", "−");
   return Number.isInteger(value) ? String(value) : value.toFixed(3);
+}
+
+// `numbers["patching"]["replace"]` for the name "patching.replace".
+function lookUp(numbers, name) {
+  return name.split(".").reduce((value, key) => (value === null || value === undefined ? value : value[key]), numbers);
 }
 
 function option(value, label) {
@@ -57,8 +65,10 @@ async function start({ init, Viewer, wasmBytes, bundleBytes, wasmUrl, bundleUrl 
   }
   const manifest = JSON.parse(viewer.manifest_json());
   const controls = {};
-  for (const name of ["model", "task", "layer", "head", "hypothesis", "comparator", "measure"]) {
-    controls[name] = document.getElementById(`control-${name}`);
+  for (const name of ["model", "task", "layer", "head", "hypothesis", "comparator", "measure", "patching"]) {
+    const control = document.getElementById(`control-${name}`);
+    // The patching control is on the page only when some task was patched.
+    if (control) controls[name] = control;
   }
   const conditionBox = document.getElementById("control-conditions");
 
@@ -70,6 +80,11 @@ async function start({ init, Viewer, wasmBytes, bundleBytes, wasmUrl, bundleUrl 
     fillSelect(controls.hypothesis, task.hypotheses.map((name, i) => [i, name]));
     fillSelect(controls.measure, task.measures.map((name, i) => [i, name]));
     controls.measure.disabled = task.measures.length === 0;
+    if (controls.patching) {
+      const labels = viewer.patching_measure_labels(selection.task);
+      fillSelect(controls.patching, labels.length ? labels.map((name, i) => [i, name]) : [[selection.patching_measure, "not patched"]]);
+      controls.patching.disabled = labels.length === 0;
+    }
     controls.head.disabled = !task.attention;
     conditionBox.replaceChildren(...task.conditions.map((name, i) => {
       const label = document.createElement("label");
@@ -92,6 +107,7 @@ async function start({ init, Viewer, wasmBytes, bundleBytes, wasmUrl, bundleUrl 
     controls.hypothesis.value = String(selection.hypothesis);
     controls.comparator.value = String(selection.comparator);
     controls.measure.value = String(selection.measure);
+    if (controls.patching) controls.patching.value = String(selection.patching_measure);
   }
 
   function readControls() {
@@ -103,13 +119,17 @@ async function start({ init, Viewer, wasmBytes, bundleBytes, wasmUrl, bundleUrl 
       `head=${controls.head.value}`, `hypothesis=${controls.hypothesis.value}`,
       `comparator=${controls.comparator.value}`, `measure=${controls.measure.value}`,
       `conditions=${conditions}`,
+      ...(controls.patching ? [`patching=${controls.patching.value}`] : []),
     ].join("&");
   }
 
   function showNumbers(numbers) {
     for (const element of document.querySelectorAll("[data-number]")) {
-      const value = numbers[element.dataset.number];
-      element.textContent = formatNumber(value);
+      const value = lookUp(numbers, element.dataset.number);
+      element.textContent = formatNumber(value, element.dataset.format);
+    }
+    for (const element of document.querySelectorAll("[data-needs]")) {
+      element.hidden = numbers[element.dataset.needs] === null || numbers[element.dataset.needs] === undefined;
     }
   }
 

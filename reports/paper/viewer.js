@@ -75,6 +75,18 @@ export class Viewer {
         return this;
     }
     /**
+     * The names of task `task`'s patching measures as the figures write
+     * them (empty when the task was not patched), for the measure control.
+     * @param {number} task
+     * @returns {string[]}
+     */
+    patching_measure_labels(task) {
+        const ret = wasm.viewer_patching_measure_labels(this.__wbg_ptr, task);
+        var v1 = getArrayJsValueFromWasm0(ret[0], ret[1]);
+        wasm.__wbindgen_free(ret[0], ret[1] * 4, 4);
+        return v1;
+    }
+    /**
      * The current selection as JSON (indices), for setting the controls.
      * @returns {string}
      */
@@ -407,6 +419,17 @@ function debugString(val) {
         // Per MDN: 'This list of values is exhaustive.'
         // https://developer.mozilla.org/en-US/docs/Web/JavaScript/Reference/Operators/typeof#description
     }
+}
+
+function getArrayJsValueFromWasm0(ptr, len) {
+    ptr = ptr >>> 0;
+    const mem = getDataViewMemory0();
+    const result = [];
+    for (let i = ptr; i < ptr + 4 * len; i += 4) {
+        result.push(wasm.__wbindgen_externrefs.get(mem.getUint32(i, true)));
+    }
+    wasm.__externref_drop_slice(ptr, len);
+    return result;
 }
 
 let cachedDataViewMemory0 = null;

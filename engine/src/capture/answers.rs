@@ -65,15 +65,8 @@ impl<'m> AnswerBatch<'m> {
             n_seq_max: width as u32,
             n_batch: Some(width as u32),
         };
-        let ctx = LlamaContext::new(model.llama(), params).map_err(|problems| {
-            CaptureError::ContextFailed {
-                n_ctx,
-                reason: problems
-                    .last()
-                    .cloned()
-                    .unwrap_or_else(|| "no reason given".into()),
-            }
-        })?;
+        let ctx = LlamaContext::new(model.llama(), params)
+            .map_err(|problems| super::session::context_failed(n_ctx, &problems))?;
         Ok(AnswerBatch {
             model,
             ctx,

@@ -224,15 +224,8 @@ impl<'m> PatchRunner<'m> {
             n_seq_max: width as u32 + 1,
             n_batch: Some(n_batch),
         };
-        let ctx = LlamaContext::new(model.llama(), params).map_err(|problems| {
-            CaptureError::ContextFailed {
-                n_ctx,
-                reason: problems
-                    .last()
-                    .cloned()
-                    .unwrap_or_else(|| "no reason given".into()),
-            }
-        })?;
+        let ctx = LlamaContext::new(model.llama(), params)
+            .map_err(|problems| super::session::context_failed(n_ctx, &problems))?;
         Ok(PatchRunner { model, ctx, width })
     }
 
@@ -286,21 +279,29 @@ impl<'m> PatchRunner<'m> {
                 .decode(&prompt[..n - 1], 0, &outputs, None)
                 .map_err(CaptureError::Decode)?;
         }
-        let mut results = Vec::with_capacity(jobs.len());
-        for chunk in jobs.chunks(self.width) {
-            results.extend(self.run_chunk(prompt, answer, chunk, max_new, &stop)?);
+        // Runs with greedy answers share decodes, so that the answer steps
+        // (one decode per token) serve as many of them as a decode holds.
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        order.sort_by_key(|&j| !jobs[j].greedy);
+        let mut results: Vec<Option<PatchedRun>> = vec![None; jobs.len()];
+        for chunk in order.chunks(self.width) {
+            let chunk_jobs: Vec<&PatchJob> = chunk.iter().map(|&j| &jobs[j]).collect();
+            let runs = self.run_chunk(prompt, answer, &chunk_jobs, max_new, &stop)?;
+            for (&j, run) in chunk.iter().zip(runs) {
+                results[j] = Some(run);
+            }
             for seq in 1..=chunk.len() {
                 self.ctx.forget_from(seq as i32, 0);
             }
         }
-        Ok(results)
+        Ok(results.into_iter().flatten().collect())
     }
 
     fn run_chunk(
         &mut self,
         prompt: &[i32],
         answer: &[i32],
-        jobs: &[PatchJob],
+        jobs: &[&PatchJob],
         max_new: usize,
         stop: &impl Fn(i32) -> bool,
     ) -> Result<Vec<PatchedRun>, CaptureError> {

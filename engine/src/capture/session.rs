@@ -409,15 +409,8 @@ impl<'m> Session<'m> {
             n_seq_max: 1,
             n_batch: None,
         };
-        let ctx = LlamaContext::new(&model.inner, params).map_err(|problems| {
-            CaptureError::ContextFailed {
-                n_ctx: options.n_ctx,
-                reason: problems
-                    .last()
-                    .cloned()
-                    .unwrap_or_else(|| "no reason given".into()),
-            }
-        })?;
+        let ctx = LlamaContext::new(&model.inner, params)
+            .map_err(|problems| context_failed(options.n_ctx, &problems))?;
         Ok(Session {
             model,
             ctx,
@@ -590,13 +583,7 @@ impl<'m> Session<'m> {
             .map_err(CaptureError::Decode)?;
         self.position = n;
         let captured = observer.finish().map_err(CaptureError::Decode)?;
-        let logits_last = self
-            .ctx
-            .logits(-1)
-            .ok_or_else(|| {
-                CaptureError::Decode("llama.cpp returned no logits for the last token".into())
-            })?
-            .to_vec();
+        let logits_last = self.last_token_logits()?;
         let logits_all = if request.all_logits {
             let mut all = F32Array::zeros(&[n, info.n_vocab]);
             for i in 0..n {
@@ -730,15 +717,16 @@ impl<'m> Session<'m> {
             .map_err(CaptureError::Decode)?;
         observer.finish().map_err(CaptureError::Decode)?;
         self.position = n;
-        let logits = self
-            .ctx
-            .logits(-1)
-            .ok_or_else(|| {
-                CaptureError::Decode("llama.cpp returned no logits for the last token".into())
-            })?
-            .to_vec();
+        let logits = self.last_token_logits()?;
         self.last_logits = logits.clone();
         Ok(logits)
+    }
+
+    /// The logits of the last output of the last decode.
+    fn last_token_logits(&self) -> Result<Vec<f32>, CaptureError> {
+        self.ctx.logits(-1).map(<[f32]>::to_vec).ok_or_else(|| {
+            CaptureError::Decode("llama.cpp returned no logits for the last token".into())
+        })
     }
 
     /// llama.cpp's own embeddings output (final norm) for token `i` of the
@@ -889,6 +877,18 @@ fn output_mask(n: usize, request: &CaptureRequest) -> Vec<bool> {
         }
     }
     outputs
+}
+
+/// llama.cpp could not create a context of `n_ctx` cells: the last
+/// problem it logged says why.
+pub(super) fn context_failed(n_ctx: u32, problems: &[String]) -> CaptureError {
+    CaptureError::ContextFailed {
+        n_ctx,
+        reason: problems
+            .last()
+            .cloned()
+            .unwrap_or_else(|| "no reason given".into()),
+    }
 }
 
 /// `threads`, or every core for 0.

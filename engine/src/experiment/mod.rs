@@ -223,23 +223,7 @@ impl Experiment {
     fn patching_layer_list(&self, n_layer: usize) -> Result<Vec<usize>, ConfigError> {
         match &self.file.patching.layers {
             None => self.layers(n_layer),
-            Some(layers) => {
-                if let Some(bad) = layers.iter().find(|&&l| l >= n_layer) {
-                    return Err(ConfigError::Invalid {
-                        origin: "the experiment".into(),
-                        line: String::new(),
-                        key: "patching.layers".into(),
-                        problem: format!(
-                            "names layer {bad}, but the model has layers 0 to {}",
-                            n_layer - 1
-                        ),
-                    });
-                }
-                let mut sorted = layers.clone();
-                sorted.sort_unstable();
-                sorted.dedup();
-                Ok(sorted)
-            }
+            Some(layers) => checked_layers(layers, "patching.layers", n_layer),
         }
     }
 
@@ -247,25 +231,29 @@ impl Experiment {
     pub fn layers(&self, n_layer: usize) -> Result<Vec<usize>, ConfigError> {
         match &self.file.capture.layers {
             None => Ok((0..n_layer).collect()),
-            Some(layers) => {
-                if let Some(bad) = layers.iter().find(|&&l| l >= n_layer) {
-                    return Err(ConfigError::Invalid {
-                        origin: "the experiment".into(),
-                        line: String::new(),
-                        key: "capture.layers".into(),
-                        problem: format!(
-                            "names layer {bad}, but the model has layers 0 to {}",
-                            n_layer - 1
-                        ),
-                    });
-                }
-                let mut sorted = layers.clone();
-                sorted.sort_unstable();
-                sorted.dedup();
-                Ok(sorted)
-            }
+            Some(layers) => checked_layers(layers, "capture.layers", n_layer),
         }
     }
+}
+
+/// `layers` sorted without repeats, or an error naming `key` when one is
+/// past the model's `n_layer` blocks.
+fn checked_layers(layers: &[usize], key: &str, n_layer: usize) -> Result<Vec<usize>, ConfigError> {
+    if let Some(bad) = layers.iter().find(|&&l| l >= n_layer) {
+        return Err(ConfigError::Invalid {
+            origin: "the experiment".into(),
+            line: String::new(),
+            key: key.into(),
+            problem: format!(
+                "names layer {bad}, but the model has layers 0 to {}",
+                n_layer.saturating_sub(1)
+            ),
+        });
+    }
+    let mut sorted = layers.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    Ok(sorted)
 }
 
 fn validate_top(f: &ExperimentFile, at: &Locator<'_>) -> Result<(), ConfigError> {

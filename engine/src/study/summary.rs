@@ -27,7 +27,8 @@ fn percent(x: f64) -> String {
     if x.is_nan() {
         "n/a".into()
     } else {
-        format!("{:.0}%", 100.0 * x)
+        // `+ 0.0` turns a negative zero (from rounding -0.3%) into "0%".
+        format!("{:.0}%", (100.0 * x).round() + 0.0)
     }
 }
 
