@@ -474,3 +474,55 @@ fn a_model_file_replaced_during_a_run_stops_it_and_keeps_what_was_captured() {
     assert!(kept >= 3, "{kept} prompts kept");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The small experiment with patching at two layers: the patched runs need
+/// every target's states, so they run where the shards are merged.
+const PATCHING: &str = "\n[patching]\nenabled = true\nlayers = [14, 29]\n";
+
+#[test]
+fn patched_shards_merge_into_the_single_machine_report() {
+    let dir = scratch("patched-shards");
+    let path = dir.join("patched.toml");
+    std::fs::write(&path, format!("{SMALL_EXPERIMENT}{PATCHING}")).expect("write experiment");
+    let experiment = path.to_str().expect("utf-8");
+    let single = dir.join("single");
+    ok(&engine(&[
+        "report",
+        "-q",
+        experiment,
+        "--out",
+        single.to_str().expect("utf-8"),
+    ]));
+    let mut shard_files = Vec::new();
+    for i in 1..=2 {
+        let out = dir.join(format!("machine-{i}"));
+        ok(&engine(&[
+            "report",
+            "-q",
+            experiment,
+            "--shard",
+            &format!("{i}/2"),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]));
+        shard_files.push(
+            out.join("shards")
+                .join(format!("shard-{i}-of-2.zip"))
+                .to_str()
+                .expect("utf-8")
+                .to_string(),
+        );
+    }
+    let merged = dir.join("merged");
+    let mut args = vec!["merge", "-q"];
+    args.extend(shard_files.iter().map(String::as_str));
+    args.extend(["--out", merged.to_str().expect("utf-8")]);
+    ok(&engine(&args));
+    same_report(&single, &merged);
+    for file in ["data/patching.csv", "data/patching_recovery.csv"] {
+        let a = std::fs::read(single.join(file)).expect("read");
+        let b = std::fs::read(merged.join(file)).expect("read");
+        assert!(a == b, "{file} differs after the merge");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
