@@ -270,10 +270,7 @@ pub struct BenchArgs {
     pub permutations: usize,
 }
 
-/// A problem with what the user asked for (exit code 2), outside the capture.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
+pub use crate::errors::BadInput;
 
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {

@@ -2,17 +2,16 @@
 //! defined in [`viewer::bundle`]): the manifest that makes the report
 //! reproducible, and the compressed, atomically written file.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context as _;
-use sha2::{Digest, Sha256};
 use viewer::bundle::{
     BehaviorEntry, Bundle, Manifest, ModelEntry, ProbeEntry, PromptEntry, TaskEntry, FORMAT,
     FORMAT_VERSION,
 };
 
-use crate::cli::BadInput;
+use crate::errors::BadInput;
 use crate::experiment::{Experiment, Scoring};
 use crate::study::{ModelRun, StudyResults};
 
@@ -68,26 +67,7 @@ fn civil_date(days: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
-/// SHA-256 of a file, hex.
-pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
-    let mut file = std::fs::File::open(path)
-        .with_context(|| format!("cannot read `{}` to fingerprint it", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// Lower-case hexadecimal of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::fingerprint::{file_sha256, hex};
 
 /// The quantization named in llama.cpp's model description
 /// ("llama ?B Q4_1" → "Q4_1"), or the whole description.

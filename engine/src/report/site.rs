@@ -9,7 +9,7 @@ use viewer::bundle::{Bundle, FILE_NAME};
 use viewer::view::{self, fmt_number, Derived, Selection};
 
 use super::templates::Templates;
-use crate::cli::BadInput;
+use crate::errors::BadInput;
 
 #[derive(Debug, Serialize)]
 struct Entry {

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use minijinja::{Environment, UndefinedBehavior};
 
-use crate::cli::BadInput;
+use crate::errors::BadInput;
 
 /// `(name, built-in text)` of every template.
 const BUILT_IN: [(&str, &str); 4] = [

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::capture::PromptRecord;
 use crate::capture::ModelInfo;
@@ -98,9 +97,7 @@ impl PromptCache {
         // rounding of each other's answers.
         let answered_with: Vec<String> = batch
             .iter()
-            .map(|&q| {
-                crate::report::bundle::hex(&Sha256::digest(experiment.prompts[q].text.as_bytes()))
-            })
+            .map(|&q| crate::fingerprint::sha256_hex(experiment.prompts[q].text.as_bytes()))
             .collect();
         let mut identity = serde_json::json!({
             "format": CACHE_FORMAT,
@@ -124,7 +121,7 @@ impl PromptCache {
                 "answer": crate::study::capture::answer_continuation(&task.instances[p.target].answer),
             });
         }
-        crate::report::bundle::hex(&Sha256::digest(identity.to_string().as_bytes()))
+        crate::fingerprint::sha256_hex(identity.to_string().as_bytes())
     }
 
     fn path(&self, key: &str) -> PathBuf {

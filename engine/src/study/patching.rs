@@ -24,7 +24,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::cache::{CaptureSettings, PromptCache};
 use super::capture::{PromptRecord, Tokenized};
@@ -35,6 +34,7 @@ use crate::capture::{
 };
 use crate::experiment::scoring;
 use crate::experiment::{Experiment, Scoring};
+use crate::fingerprint::sha256_hex;
 use viewer::bundle::PATCHING_METHODS;
 
 /// Bump when what a cached patching result means changes.
@@ -267,7 +267,6 @@ impl PatchCache<'_> {
         answer: &str,
         jobs: &[(Option<usize>, usize, PatchJob)],
     ) -> String {
-        let hex = crate::report::bundle::hex;
         let runs: Vec<serde_json::Value> = jobs
             .iter()
             .map(|(method, _, job)| {
@@ -276,7 +275,7 @@ impl PatchCache<'_> {
                     serde_json::json!({
                         "layer": p.layer,
                         "mode": format!("{:?}", p.mode),
-                        "vector": hex(&Sha256::digest(&bytes)),
+                        "vector": sha256_hex(&bytes),
                     })
                 });
                 serde_json::json!({
@@ -296,7 +295,7 @@ impl PatchCache<'_> {
             "batch": experiment.file.patching.batch,
             "runs": runs,
         });
-        hex(&Sha256::digest(identity.to_string().as_bytes()))
+        sha256_hex(identity.to_string().as_bytes())
     }
 
     fn get(&self, key: &str, runs: usize) -> Option<Vec<PatchValues>> {

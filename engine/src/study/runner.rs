@@ -93,7 +93,7 @@ fn file_stamp(path: &Path) -> Option<(u64, SystemTime)> {
 /// time) under `cache_root`, so that a 40 GB model is hashed once.
 pub fn model_fingerprint(path: &Path, cache_root: &Path) -> anyhow::Result<String> {
     let stamp = file_stamp(path).ok_or_else(|| {
-        crate::cli::BadInput(format!(
+        crate::errors::BadInput(format!(
             "cannot read the model `{}` — check the path given with --model",
             path.display()
         ))
@@ -114,7 +114,7 @@ pub fn model_fingerprint(path: &Path, cache_root: &Path) -> anyhow::Result<Strin
             }
         }
     }
-    let sha = crate::report::bundle::file_sha256(path)?;
+    let sha = crate::fingerprint::file_sha256(path)?;
     std::fs::create_dir_all(cache_root)
         .with_context(|| format!("cannot create `{}`", cache_root.display()))?;
     let updated = format!("{memo}{memo_key}\t{sha}\n");

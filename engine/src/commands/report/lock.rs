@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::cli::BadInput;
+use crate::errors::BadInput;
 
 const LOCK_FILE: &str = ".engine-report.lock";
 
