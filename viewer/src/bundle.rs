@@ -204,7 +204,7 @@ pub struct PatchingEntry {
     pub methods: Vec<String>,
     /// The `measure` axis: `first_token_logprob` and `answer_logprob`
     /// (teacher-forced log-probability of the correct answer's first token
-    /// and of the whole answer, natural log), then `behavior` (the greedy
+    /// that is not only whitespace, and of the whole answer, natural log), then `behavior` (the greedy
     /// answer scored as the task's `behavior` array is; NaN where no greedy
     /// answer was generated).
     pub measures: Vec<String>,
