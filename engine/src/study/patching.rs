@@ -483,20 +483,9 @@ pub fn patching_table_header() -> Vec<&'static str> {
 /// `patching_recovery.csv`: the recovered fraction per model, task,
 /// method, measure and layer.
 pub fn recovery_table_header() -> Vec<&'static str> {
-    vec![
-        "model",
-        "task",
-        "method",
-        "measure",
-        "layer",
-        "n",
-        "fraction",
-        "ci_low",
-        "ci_high",
-        "mean_patched",
-        "mean_zero_shot",
-        "mean_k_shot",
-    ]
+    let mut header = vec!["model", "task", "method", "measure", "layer", "n"];
+    header.extend(viewer::bundle::RECOVERY_FIELDS);
+    header
 }
 
 /// The CSV cells of one run: log-probabilities, then correct and error
