@@ -33,7 +33,7 @@ RUSTFLAGS="--remap-path-prefix=$PWD=. --remap-path-prefix=${CARGO_HOME:-$HOME/.c
   cargo build --release --target wasm32-unknown-unknown -p viewer --lib
 mkdir -p viewer/pkg
 wasm-bindgen --target web --no-typescript --out-dir viewer/pkg --out-name viewer \
-  target/wasm32-unknown-unknown/release/viewer.wasm
+  "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/viewer.wasm"
 
 tools=target/tools
 wasm_opt="$tools/node_modules/.bin/wasm-opt"
