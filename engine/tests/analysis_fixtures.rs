@@ -22,7 +22,7 @@ use engine::analysis::rsa_permutation::{
 };
 use engine::analysis::stats::{
     average_ranks, benjamini_hochberg, correlation_p_value, kendall_tau_a, pearson,
-    percentile_interval, spearman, zscore_features,
+    percentile_interval, spearman, wilson_interval, zscore_features, Z_95,
 };
 use engine::analysis::{Embeddings, SquareMatrix};
 use serde_json::Value;
@@ -108,6 +108,37 @@ fn assert_all_close(actual: &[f64], expected: &[f64], tolerance: f64, what: &str
 
 fn comparator(name: &str) -> Comparator {
     serde_json::from_value(Value::String(name.to_string())).expect("a comparator name")
+}
+
+/// The closed form against bisection on the score test
+/// (`generate_wilson.py`, exact rationals): a handful of roundings in a
+/// square root and two divisions.
+const WILSON: f64 = 1e-14;
+
+#[test]
+fn wilson_intervals_match_the_score_test_by_bisection() {
+    let f = fixture("wilson");
+    assert_close(Z_95, number(&f["z"]), 1e-15, "z for 95%");
+    for case in f["cases"].as_array().expect("cases") {
+        let (k, n) = (count(&case["successes"]), count(&case["n"]));
+        let (low, high) = wilson_interval(k, n, number(&case["z"]));
+        assert_close(
+            low,
+            number(&case["low"]),
+            WILSON,
+            &format!("low end of {k}/{n}"),
+        );
+        assert_close(
+            high,
+            number(&case["high"]),
+            WILSON,
+            &format!("high end of {k}/{n}"),
+        );
+    }
+    assert!(
+        wilson_interval(0, 0, Z_95).0.is_nan(),
+        "no trials, no interval"
+    );
 }
 
 #[test]

@@ -45,8 +45,11 @@ pub struct LayerCurves {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BehaviorByCondition {
     pub title: String,
-    /// "absolute error" or "correct (1) / wrong (0)".
+    /// "absolute error" or "proportion correct".
     pub y_label: String,
+    /// Values are 1 (correct) or 0 (wrong): drawn as the proportion correct
+    /// with its 95% Wilson interval rather than as a box of zeros and ones.
+    pub proportions: bool,
     /// Names of the conditions on the x axis.
     pub conditions: Vec<String>,
     /// One group per ICL state ("0-shot", "4-shot"), each with the values of

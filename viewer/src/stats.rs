@@ -19,6 +19,9 @@
 //!   `2·sf_t(|t|)` with `t = r √((n−2)/(1−r²))` and needs no infinite `t`
 //!   at `|r| = 1`.
 //!
+//! - [`wilson_interval`]: the Wilson score interval of a proportion, for
+//!   correctness-type behaviour.
+//!
 //! Inputs must be finite: NaN has no rank. Callers that may hold NaN drop
 //! those pairs first. The engine's tests check these against scipy values.
 
@@ -224,4 +227,39 @@ pub fn correlation_p_value(r: f64, n: usize) -> f64 {
     }
     let df = (n - 2) as f64;
     beta_reg(df / 2.0, 0.5, x).clamp(0.0, 1.0)
+}
+
+/// The standard normal quantile of 0.975: a two-sided 95% interval.
+pub const Z_95: f64 = 1.959_963_984_540_054;
+
+/// Wilson score interval for a proportion of `successes` out of `n` trials
+/// at normal quantile `z` (Wilson 1927): the proportions the two-sided
+/// score test does not reject,
+/// `(p̂ + z²/2n ± z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)`. Unlike the
+/// textbook `p̂ ± z√(p̂(1−p̂)/n)` it stays inside 0..1 and is not empty at
+/// 0 or n successes, which 0/1 behaviour on a few dozen targets often is.
+/// NaN for `n = 0`.
+pub fn wilson_interval(successes: usize, n: usize, z: f64) -> (f64, f64) {
+    if n == 0 || successes > n {
+        return (f64::NAN, f64::NAN);
+    }
+    let n_f = n as f64;
+    let p = successes as f64 / n_f;
+    let z2 = z * z;
+    let centre = p + z2 / (2.0 * n_f);
+    let spread = z * (p * (1.0 - p) / n_f + z2 / (4.0 * n_f * n_f)).sqrt();
+    let scale = 1.0 + z2 / n_f;
+    // At 0 or n successes one end is exactly 0 or 1 (the formula gives it
+    // up to rounding).
+    let low = if successes == 0 {
+        0.0
+    } else {
+        (centre - spread) / scale
+    };
+    let high = if successes == n {
+        1.0
+    } else {
+        (centre + spread) / scale
+    };
+    (low.max(0.0), high.min(1.0))
 }

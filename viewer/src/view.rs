@@ -574,6 +574,7 @@ fn subset_note(ctx: &Context<'_>, derived: &Derived) -> String {
 fn behavior(ctx: &Context<'_>, derived: &Derived) -> Result<BehaviorByCondition, BundleError> {
     let values = ctx.array("behavior", &[2, ctx.dims.targets])?;
     let labels = state_labels(ctx);
+    let proportions = ctx.task.behavior.metric == "correct";
     let groups = (0..2)
         .map(|s| {
             let per_condition = (0..ctx.task.conditions.len())
@@ -594,7 +595,12 @@ fn behavior(ctx: &Context<'_>, derived: &Derived) -> Result<BehaviorByCondition,
             "{} · {}: behaviour before and after ICL",
             ctx.model.name, ctx.task.name
         ),
-        y_label: ctx.task.behavior.metric.clone(),
+        y_label: if proportions {
+            "proportion correct".to_string()
+        } else {
+            ctx.task.behavior.metric.clone()
+        },
+        proportions,
         conditions: ctx.task.conditions.clone(),
         groups,
     })

@@ -16,6 +16,7 @@
 
 pub use viewer::stats::{
     average_ranks, correlation_p_value, kendall_tau_a, pearson, spearman, weighted_pearson,
+    wilson_interval, Z_95,
 };
 
 use super::{AnalysisError, Embeddings};
@@ -107,6 +108,28 @@ pub fn percentile_interval(values: &[f64], level: f64) -> (f64, f64) {
         quantile_sorted(&sorted, tail),
         quantile_sorted(&sorted, 1.0 - tail),
     )
+}
+
+/// Percentile bootstrap interval holding `level` of the mean of the finite
+/// `values`: `resamples` means of samples drawn with replacement from the
+/// stream of `seed`, and their central percentile interval. `(NaN, NaN)`
+/// without finite values.
+pub fn bootstrap_mean_interval(
+    values: &[f64],
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> (f64, f64) {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = finite.len();
+    let means: Vec<f64> = super::resample::bootstrap_samples(n, resamples, seed)
+        .iter()
+        .map(|sample| sample.iter().map(|&i| finite[i]).sum::<f64>() / n as f64)
+        .collect();
+    percentile_interval(&means, level)
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ use viewer::figures::Figure;
 use viewer::view::{self, fmt_number, Derived, Selection, FIGURES};
 
 use super::templates::Templates;
+use crate::analysis::resample::{derive_seed, named_stream};
+use crate::analysis::stats::{bootstrap_mean_interval, wilson_interval, Z_95};
 
 /// The compiled viewer (wasm-bindgen output of the `viewer` crate, built by
 /// `scripts/build-viewer.sh` and committed, so that building the engine
@@ -46,9 +48,16 @@ pub struct Rendered {
 struct Panel {
     model: String,
     task: String,
+    /// "Figure 3b": the figure's number and the panel's letter.
+    label: String,
+    /// Whose figure this is: "model · task", and the hypothesis where a
+    /// figure is drawn once per hypothesis.
+    name: String,
     /// Inline SVG markup (drawn by plotters from escaped text).
     svg: String,
     file: String,
+    /// The same figure as a PNG at [`viewer::charts::PNG_SCALE`]× resolution.
+    png: String,
     /// Key numbers, one sentence each.
     numbers: Vec<String>,
 }
@@ -67,6 +76,8 @@ struct Section {
 #[derive(Debug, Serialize)]
 struct SectionFigure {
     id: &'static str,
+    /// Figures are numbered through the page, as in a paper.
+    number: usize,
     title: &'static str,
     caption: &'static str,
     panels: Vec<Panel>,
@@ -84,15 +95,15 @@ fn section_text(id: &str) -> (&'static str, &'static str) {
     match id {
         "behavior" => (
             "Behaviour before and after in-context learning",
-            "Each box shows one condition's targets without demonstrations (0-shot) and with k solved demonstrations (k-shot): the line is the median, the box the middle half, the whiskers 1.5 times that range, and every dot one target. For errors lower is better; for correctness higher is better.",
+            "Each condition's targets without demonstrations (0-shot) and with k solved demonstrations (k-shot). Answers scored right or wrong are drawn as the proportion correct, a bar per state with its 95% Wilson score interval (higher is better). Numeric errors are drawn as boxes: the line is the median, the box the middle half, the whiskers reach the furthest value within 1.5 times that range, and every dot is one target (lower is better).",
         ),
         "matrices" => (
             "Hypothesis and representational similarity",
-            "Left, the hypothesis: which targets should be represented alike (rescaled to −1…1). Middle and right, the cosine similarity of the standardised embeddings of every pair of targets at one layer, without and with demonstrations. Lines separate conditions; when the model represents the hypothesis, blocks along the diagonal light up.",
+            "Left, the hypothesis: which targets should be represented alike (rescaled to −1…1). Middle and right, the cosine similarity of the standardised embeddings of every pair of targets, without and with demonstrations, at the layer where alignment with that hypothesis gains most with demonstrations (one figure per hypothesis). Lines separate conditions; when the model represents the hypothesis, blocks along the diagonal light up.",
         ),
         "alignment" => (
             "Hypothesis alignment by layer",
-            "The rank correlation between each layer's similarity matrix and the hypothesis matrix, without and with demonstrations. The band is the bootstrap confidence interval over targets; filled markers are layers where the permutation test is significant after Benjamini–Hochberg correction (q < 0.05). The vertical rule marks the layer shown in the matrices.",
+            "The rank correlation between each layer's similarity matrix and the hypothesis matrix, without and with demonstrations, one figure per hypothesis. The band is the 95% bootstrap confidence interval over targets; filled markers are layers where the permutation test is significant after Benjamini–Hochberg correction (q < 0.05). The vertical rule marks the layer shown in the matrices.",
         ),
         "probe" => (
             "Parameterised probing by layer",
@@ -142,6 +153,7 @@ fn empty_sections() -> Vec<Section> {
         let (title, caption) = section_text(id);
         let figure = SectionFigure {
             id,
+            number: 0,
             title,
             caption,
             panels: Vec::new(),
@@ -167,6 +179,36 @@ fn empty_sections() -> Vec<Section> {
     sections
 }
 
+/// Figures drawn once per hypothesis of a task (the others once per task).
+const PER_HYPOTHESIS: [&str; 2] = ["matrices", "alignment"];
+
+/// Numbers the figures through the page (1, 2, …) and letters their panels
+/// (a, b, …) where a figure has several.
+fn number_figures(sections: &mut [Section]) {
+    let figures = sections.iter_mut().flat_map(|s| s.figures.iter_mut());
+    for (i, figure) in figures.enumerate() {
+        figure.number = i + 1;
+        let several = figure.panels.len() > 1;
+        for (j, panel) in figure.panels.iter_mut().enumerate() {
+            panel.label = if several {
+                format!("Figure {}{}", i + 1, panel_letter(j))
+            } else {
+                format!("Figure {}", i + 1)
+            };
+        }
+    }
+}
+
+/// a, b, …, z, aa, ab, …: the letter of panel `i`.
+fn panel_letter(i: usize) -> String {
+    let letter = |k: usize| char::from(b'a' + (k % 26) as u8);
+    if i < 26 {
+        letter(i).to_string()
+    } else {
+        format!("{}{}", letter(i / 26 - 1), letter(i))
+    }
+}
+
 /// The patched block a static patching figure marks: where its text says
 /// the own state recovers most.
 fn peak_patched_layer(derived: &Derived) -> Option<usize> {
@@ -184,46 +226,63 @@ fn headline_layer(derived: &Derived) -> usize {
     derived.largest_alignment_gain().map_or(0, |(l, _)| l)
 }
 
+/// Resamples of the bootstrap interval quoted for a mean behaviour: the
+/// ends of a 95% interval move by well under the digits shown beyond 2000.
+const BEHAVIOUR_BOOTSTRAP: usize = 2000;
+
+/// "95% CI a to b" ("to", not a dash, since either end may be negative).
+fn interval_text(low: f64, high: f64) -> String {
+    format!("95% CI {} to {}", fmt_number(low), fmt_number(high))
+}
+
+/// The key numbers under a static figure, as sentences: each with its unit
+/// and, where the analysis has one, its interval.
 fn figure_numbers(
     id: &str,
     figure: &Figure,
     numbers: &view::Numbers,
     derived: &Derived,
     conditions: &[String],
+    at: (&Selection, &[usize]),
+    seed: u64,
 ) -> Vec<String> {
     let shots = numbers.shots;
+    let (selection, layers) = at;
+    let stats_at = |state: usize| {
+        derived
+            .alignment_stats
+            .as_ref()
+            .and_then(|stats| stats[state].get(selection.layer))
+            .copied()
+    };
+    let alignment_at = |state: usize, value: f64| match stats_at(state) {
+        Some((_, low, high)) => format!("{} ({})", fmt_number(value), interval_text(low, high)),
+        None => fmt_number(value),
+    };
     match (id, figure) {
-        ("behavior", _) => {
-            let (z, k) = (numbers.behavior_zero, numbers.behavior_k);
-            if numbers.behavior_metric == "correct" {
-                vec![format!(
-                    "Accuracy {:.0}% at 0-shot, {:.0}% at {shots}-shot ({} targets).",
-                    100.0 * z,
-                    100.0 * k,
-                    numbers.targets
-                )]
-            } else {
-                vec![format!(
-                    "Mean {} {} at 0-shot, {} at {shots}-shot ({} targets; unparseable answers left out).",
-                    numbers.behavior_metric,
-                    fmt_number(z),
-                    fmt_number(k),
-                    numbers.targets
-                )]
-            }
+        ("behavior", Figure::Behavior(data)) => behaviour_sentences(data, numbers, seed),
+        ("matrices", _) => {
+            let gain = numbers.alignment_k - numbers.alignment_zero;
+            vec![format!(
+                "Shown at layer {}, where alignment with “{}” gains most with demonstrations: {} at 0-shot, {} at {shots}-shot ({}, a gain of {}).",
+                numbers.layer,
+                numbers.hypothesis,
+                fmt_number(numbers.alignment_zero),
+                fmt_number(numbers.alignment_k),
+                numbers.comparator,
+                fmt_signed(gain)
+            )]
         }
-        ("matrices", _) | ("alignment", _) => {
+        ("alignment", Figure::Alignment(curves)) => {
             let mut lines = vec![format!(
-                "At layer {}, alignment with “{}” ({}) is {} at 0-shot and {} at {shots}-shot.",
+                "At layer {}, where it gains most, alignment with “{}” ({}) is {} at 0-shot and {} at {shots}-shot.",
                 numbers.layer,
                 numbers.hypothesis,
                 numbers.comparator,
-                fmt_number(numbers.alignment_zero),
-                fmt_number(numbers.alignment_k)
+                alignment_at(0, numbers.alignment_zero),
+                alignment_at(1, numbers.alignment_k)
             )];
-            if let (("alignment", Figure::Alignment(curves)), Some(_)) =
-                ((id, figure), &derived.alignment_stats)
-            {
+            if derived.alignment_stats.is_some() {
                 let layers = derived.alignment[0].len();
                 let counts: Vec<String> = curves
                     .series
@@ -246,7 +305,7 @@ fn figure_numbers(
             })
             .collect(),
         ("attention_ratio", _) => vec![format!(
-            "At layer {}, {}: log2 ratio {} at 0-shot, {} at {shots}-shot (ratio {} → {}).",
+            "At layer {}, {}: the log2 ratio is {} at 0-shot and {} at {shots}-shot, so the relevant sentence gets {}× the distractor's attention before and {}× after.",
             numbers.layer,
             numbers.head,
             fmt_number(numbers.log2_ratio_zero),
@@ -263,26 +322,30 @@ fn figure_numbers(
                 .max_by(|a, b| a.1.total_cmp(b.1));
             match best {
                 Some((i, v)) if map.rows > 0 => vec![format!(
-                    "Largest increase: layer {}, head {} ({:+.3}).",
+                    "The largest increase is at layer {}, head {}: {} in log2 ratio.",
                     map.layers.get(i / map.rows).copied().unwrap_or(0),
                     i % map.rows,
-                    v
+                    fmt_signed(*v)
                 )],
                 _ => vec!["No head has a defined ratio.".to_string()],
             }
         }
-        ("correlation", Figure::Correlation(curves)) => {
-            let strongest = curves.series.first().and_then(|s| {
-                s.points
-                    .iter()
-                    .filter(|p| p.1.is_finite())
-                    .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        ("correlation", Figure::Correlation(_)) => {
+            let rows = derived.correlation.get(selection.measure);
+            let strongest = rows.and_then(|rows| {
+                rows.iter()
+                    .enumerate()
+                    .filter(|(_, r)| r[1].is_finite())
+                    .max_by(|a, b| a.1[1].abs().total_cmp(&b.1[1].abs()))
             });
             match strongest {
-                Some(&(layer, r)) => vec![format!(
-                    "Strongest Pearson correlation with the change in {}: r = {} at layer {layer}.",
+                Some((l, r)) => vec![format!(
+                    "The strongest Pearson correlation with the change in {} is r = {} at layer {} (p = {}, n = {} targets).",
                     numbers.measure,
-                    fmt_number(r)
+                    fmt_number(r[1]),
+                    layers.get(l).copied().unwrap_or(l),
+                    view::fmt_p(r[2]),
+                    r[0]
                 )],
                 None => vec![format!("No defined correlation for {}.", numbers.measure)],
             }
@@ -300,6 +363,87 @@ fn figure_numbers(
             view::condition_sentences(p, p.measure(view::HEADLINE_MEASURE), conditions)
         }),
         _ => Vec::new(),
+    }
+}
+
+/// A change with its sign: "+0.120", "−0.050".
+fn fmt_signed(x: f64) -> String {
+    let text = fmt_number(x);
+    if x.is_finite() && x > 0.0 {
+        format!("+{text}")
+    } else if x.is_finite() && x < 0.0 {
+        text.replacen('-', "−", 1)
+    } else {
+        text
+    }
+}
+
+/// Behaviour in words: accuracy with its 95% Wilson interval for answers
+/// scored right or wrong; the mean error with a 95% bootstrap interval over
+/// targets otherwise.
+fn behaviour_sentences(
+    data: &viewer::figures::BehaviorByCondition,
+    numbers: &view::Numbers,
+    seed: u64,
+) -> Vec<String> {
+    let state_values = |s: usize| -> Vec<f64> {
+        data.groups.get(s).map_or_else(Vec::new, |g| {
+            g.1.iter()
+                .flatten()
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect()
+        })
+    };
+    let label = |s: usize| data.groups.get(s).map_or("", |g| g.0.as_str());
+    if data.proportions {
+        let state = |s: usize| {
+            let values = state_values(s);
+            let correct = values.iter().filter(|&&v| v >= 0.5).count();
+            let (low, high) = wilson_interval(correct, values.len(), Z_95);
+            format!(
+                "{} ({correct} of {}; 95% Wilson interval {} to {}) at {}",
+                percent(correct as f64 / values.len() as f64),
+                values.len(),
+                percent(low),
+                percent(high),
+                label(s)
+            )
+        };
+        vec![format!("Accuracy is {} and {}.", state(0), state(1))]
+    } else {
+        let state = |s: usize| {
+            let values = state_values(s);
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let (low, high) = bootstrap_mean_interval(
+                &values,
+                BEHAVIOUR_BOOTSTRAP,
+                0.95,
+                derive_seed(seed, named_stream(&format!("report/behaviour/{s}"))),
+            );
+            format!(
+                "{} ({}, {} targets) at {}",
+                fmt_number(mean),
+                interval_text(low, high),
+                values.len(),
+                label(s)
+            )
+        };
+        vec![format!(
+            "The mean {} is {} and {}; the intervals are bootstraps over targets, and unparseable answers are left out.",
+            numbers.behavior_metric,
+            state(0),
+            state(1)
+        )]
+    }
+}
+
+/// "46%", or "n/a".
+fn percent(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:.0}%", 100.0 * x)
+    } else {
+        "n/a".to_string()
     }
 }
 
@@ -322,52 +466,95 @@ pub fn render_report(
     let mut figure_count = 0;
     for (m, model) in manifest.models.iter().enumerate() {
         for (t, task) in manifest.tasks.iter().enumerate() {
-            let base = Selection {
-                model: m,
-                task: t,
-                ..Selection::default()
-            };
-            let derived = Derived::for_selection(bundle, &base, None)?;
-            let selection = Selection {
-                layer: headline_layer(&derived),
-                ..base
-            };
-            let numbers = view::numbers(bundle, &derived, &selection)?;
-            let peak = peak_patched_layer(&derived);
-            for (id, mut figure) in view::figures(bundle, &derived, &selection)? {
-                match &mut figure {
-                    Figure::Recovery(curves) => curves.selected_layer = peak,
-                    Figure::RecoveryByCondition(map) => map.selected_layer = peak,
-                    _ => {}
+            let owner = format!("{} · {}", model.name, task.name);
+            // The figures of a hypothesis are drawn for every hypothesis,
+            // each at the layer where it gains most; the rest once.
+            for h in 0..task.hypotheses.len().max(1) {
+                let base = Selection {
+                    model: m,
+                    task: t,
+                    hypothesis: h,
+                    ..Selection::default()
+                };
+                let derived = Derived::for_selection(bundle, &base, None)?;
+                let selection = Selection {
+                    layer: headline_layer(&derived),
+                    ..base
+                };
+                let numbers = view::numbers(bundle, &derived, &selection)?;
+                let peak = peak_patched_layer(&derived);
+                for (id, mut figure) in view::figures(bundle, &derived, &selection)? {
+                    let per_hypothesis = PER_HYPOTHESIS.contains(&id);
+                    if h > 0 && !per_hypothesis {
+                        continue;
+                    }
+                    match &mut figure {
+                        Figure::Recovery(curves) => curves.selected_layer = peak,
+                        Figure::RecoveryByCondition(map) => map.selected_layer = peak,
+                        _ => {}
+                    }
+                    let (width, height) = viewer::charts::figure_size(&figure);
+                    let svg = viewer::charts::render_svg(&figure, width, height)
+                        .with_context(|| format!("cannot draw the {id} figure"))?;
+                    let hypothesis = task.hypotheses.get(h).filter(|_| per_hypothesis);
+                    let file = match hypothesis {
+                        Some(name) => format!(
+                            "figures/{}-{}-{id}-{}.svg",
+                            file_safe(&model.name),
+                            file_safe(&task.name),
+                            file_safe(name)
+                        ),
+                        None => format!(
+                            "figures/{}-{}-{id}.svg",
+                            file_safe(&model.name),
+                            file_safe(&task.name)
+                        ),
+                    };
+                    if !options.single_file {
+                        crate::atomic::write_atomically(&dir.join(&file), |w| {
+                            std::io::Write::write_all(w, svg.as_bytes())
+                        })?;
+                        let png = viewer::charts::render_png(
+                            &figure,
+                            width,
+                            height,
+                            viewer::charts::PNG_SCALE,
+                        )
+                        .with_context(|| format!("cannot draw the {id} figure as PNG"))?;
+                        crate::atomic::write_atomically(&dir.join(png_file(&file)), |w| {
+                            std::io::Write::write_all(w, &png)
+                        })?;
+                    }
+                    let lines = figure_numbers(
+                        id,
+                        &figure,
+                        &numbers,
+                        &derived,
+                        &task.conditions,
+                        (&selection, &model.layers),
+                        manifest.seed,
+                    );
+                    let slot = sections
+                        .iter_mut()
+                        .flat_map(|s| s.figures.iter_mut())
+                        .find(|f| f.id == id);
+                    if let Some(slot) = slot {
+                        slot.panels.push(Panel {
+                            model: model.name.clone(),
+                            task: task.name.clone(),
+                            label: String::new(),
+                            name: match hypothesis {
+                                Some(name) => format!("{owner}, hypothesis “{name}”"),
+                                None => owner.clone(),
+                            },
+                            svg: strip_xml_declaration(&svg),
+                            png: png_file(&file),
+                            file,
+                            numbers: lines,
+                        });
+                    }
+                    figure_count += 1;
                 }
-                let (width, height) = viewer::charts::figure_size(&figure);
-                let svg = viewer::charts::render_svg(&figure, width, height)
-                    .with_context(|| format!("cannot draw the {id} figure"))?;
-                let file = format!(
-                    "figures/{}-{}-{id}.svg",
-                    file_safe(&model.name),
-                    file_safe(&task.name)
-                );
-                if !options.single_file {
-                    crate::atomic::write_atomically(&dir.join(&file), |w| {
-                        std::io::Write::write_all(w, svg.as_bytes())
-                    })?;
-                }
-                let lines = figure_numbers(id, &figure, &numbers, &derived, &task.conditions);
-                let slot = sections
-                    .iter_mut()
-                    .flat_map(|s| s.figures.iter_mut())
-                    .find(|f| f.id == id);
-                if let Some(slot) = slot {
-                    slot.panels.push(Panel {
-                        model: model.name.clone(),
-                        task: task.name.clone(),
-                        svg: strip_xml_declaration(&svg),
-                        file,
-                        numbers: lines,
-                    });
-                }
-                figure_count += 1;
             }
         }
     }
@@ -375,6 +562,7 @@ pub fn render_report(
         section.figures.retain(|f| !f.panels.is_empty());
     }
     sections.retain(|s| !s.figures.is_empty());
+    number_figures(&mut sections);
     let has_patching = manifest.tasks.iter().any(|t| t.patching.is_some());
 
     let examples: Vec<ExamplePrompt> = manifest
@@ -506,6 +694,14 @@ pub fn file_safe(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The PNG beside a figure's SVG: same name, `.png`.
+fn png_file(svg_file: &str) -> String {
+    match svg_file.strip_suffix(".svg") {
+        Some(stem) => format!("{stem}.png"),
+        None => format!("{svg_file}.png"),
+    }
 }
 
 fn strip_xml_declaration(svg: &str) -> String {

@@ -3,6 +3,10 @@
 //! to the furthest value within 1.5 IQR of the box), with every per-target
 //! value drawn over it as a point.
 //!
+//! Correct/wrong behaviour has no spread worth a box (every box would run
+//! from 0 to 1): it is drawn as the proportion correct, one bar per state,
+//! with its 95% Wilson score interval.
+//!
 //! Points are spread sideways by a fixed low-discrepancy sequence of their
 //! index (not a random jitter), so the same data always gives the same
 //! picture. Values are never moved vertically: 0/1 correctness stays 0/1.
@@ -15,6 +19,7 @@ use super::parts::{self, Mark};
 use super::style::{self, INK, MARGIN, X_LABEL_AREA, Y_LABEL_AREA};
 use super::ChartError;
 use crate::figures::BehaviorByCondition;
+use crate::stats::{wilson_interval, Z_95};
 
 const X_LABEL: &str = "condition";
 /// Fraction of a condition's slot the boxes of all states share.
@@ -113,14 +118,23 @@ pub fn behavior_by_condition<DB: DrawingBackend>(
     let Some((y_lo, y_hi)) = y_extent else {
         return parts::no_data(&area, X_LABEL, &data.y_label);
     };
-    let (y_lo, y_hi) = axes::padded(y_lo, y_hi, 0.06);
+    // Proportions keep their natural 0..1 scale, with room for an interval
+    // that ends at 0 or 1 to show its cap.
+    let (y_lo, y_hi) = if data.proportions {
+        (-0.03, 1.03)
+    } else {
+        axes::padded(y_lo, y_hi, 0.06)
+    };
 
-    let entries: Vec<(String, Mark)> = data
+    let mut entries: Vec<(String, Mark)> = data
         .groups
         .iter()
         .enumerate()
         .map(|(s, g)| (g.0.clone(), Mark::Swatch(style::palette(s))))
         .collect();
+    if data.proportions {
+        entries.push(("95% Wilson interval".to_string(), Mark::Line(INK)));
+    }
     let area = parts::legend_row(&area, &entries)?;
 
     let x_hi = n_conditions as f64 - 0.5;
@@ -169,48 +183,108 @@ pub fn behavior_by_condition<DB: DrawingBackend>(
             let colour = style::palette(s);
             let centre = c as f64 - SLOT / 2.0 + group_w * (s as f64 + 0.5);
             let vals = values(s, c);
-            let (left, right) = (centre - box_w / 2.0, centre + box_w / 2.0);
-            if let Some(b) = box_stats(vals) {
-                let finite = vals.iter().filter(|v| v.is_finite()).count();
-                let line = colour.stroke_width(2);
-                if finite >= MIN_FOR_BOX {
-                    let cap = box_w / 4.0;
-                    chart.draw_series([
-                        Rectangle::new([(left, b.q1), (right, b.q3)], colour.mix(0.15).filled()),
-                        Rectangle::new([(left, b.q1), (right, b.q3)], line),
-                    ])?;
-                    chart.draw_series([
-                        PathElement::new(vec![(centre, b.q3), (centre, b.whisker_hi)], line),
-                        PathElement::new(vec![(centre, b.q1), (centre, b.whisker_lo)], line),
-                        PathElement::new(
-                            vec![(centre - cap, b.whisker_hi), (centre + cap, b.whisker_hi)],
-                            line,
-                        ),
-                        PathElement::new(
-                            vec![(centre - cap, b.whisker_lo), (centre + cap, b.whisker_lo)],
-                            line,
-                        ),
-                    ])?;
-                }
-                chart.draw_series(std::iter::once(PathElement::new(
-                    vec![(left, b.median), (right, b.median)],
-                    colour.stroke_width(3),
-                )))?;
+            if data.proportions {
+                draw_proportion(&mut chart, vals, centre, box_w, colour)?;
+            } else {
+                draw_box(&mut chart, vals, centre, box_w, colour)?;
             }
-            let points = vals
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.is_finite())
-                .map(|(i, &v)| {
-                    Circle::new(
-                        (centre + jitter(i) * box_w * 0.9, v),
-                        3,
-                        colour.mix(0.55).filled(),
-                    )
-                });
-            chart.draw_series(points)?;
         }
     }
+    Ok(())
+}
+
+type Chart<'a, DB> =
+    ChartContext<'a, DB, Cartesian2d<axes::Ticked, plotters::coord::types::RangedCoordf64>>;
+
+/// Proportion correct of one condition and state: a bar from 0, the 95%
+/// Wilson interval over it. Values at or above 0.5 count as correct.
+fn draw_proportion<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    vals: &[f64],
+    centre: f64,
+    width: f64,
+    colour: RGBColor,
+) -> Result<(), ChartError> {
+    let Some((p, (lo, hi))) = proportion_correct(vals) else {
+        return Ok(());
+    };
+    let (left, right) = (centre - width / 2.0, centre + width / 2.0);
+    chart.draw_series([
+        Rectangle::new([(left, 0.0), (right, p)], colour.mix(0.35).filled()),
+        Rectangle::new([(left, 0.0), (right, p)], colour.stroke_width(2)),
+    ])?;
+    let cap = width / 4.0;
+    let ink = INK.stroke_width(2);
+    chart.draw_series([
+        PathElement::new(vec![(centre, lo), (centre, hi)], ink),
+        PathElement::new(vec![(centre - cap, lo), (centre + cap, lo)], ink),
+        PathElement::new(vec![(centre - cap, hi), (centre + cap, hi)], ink),
+    ])?;
+    Ok(())
+}
+
+/// The proportion of finite values that are correct (≥ 0.5) and its 95%
+/// Wilson interval; `None` without finite values.
+pub(crate) fn proportion_correct(vals: &[f64]) -> Option<(f64, (f64, f64))> {
+    let finite: Vec<f64> = vals.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return None;
+    }
+    let correct = finite.iter().filter(|&&v| v >= 0.5).count();
+    Some((
+        correct as f64 / finite.len() as f64,
+        wilson_interval(correct, finite.len(), Z_95),
+    ))
+}
+
+/// Box, whiskers, median and every value of one condition and state.
+fn draw_box<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    vals: &[f64],
+    centre: f64,
+    box_w: f64,
+    colour: RGBColor,
+) -> Result<(), ChartError> {
+    let (left, right) = (centre - box_w / 2.0, centre + box_w / 2.0);
+    if let Some(b) = box_stats(vals) {
+        let finite = vals.iter().filter(|v| v.is_finite()).count();
+        let line = colour.stroke_width(2);
+        if finite >= MIN_FOR_BOX {
+            let cap = box_w / 4.0;
+            chart.draw_series([
+                Rectangle::new([(left, b.q1), (right, b.q3)], colour.mix(0.15).filled()),
+                Rectangle::new([(left, b.q1), (right, b.q3)], line),
+            ])?;
+            chart.draw_series([
+                PathElement::new(vec![(centre, b.q3), (centre, b.whisker_hi)], line),
+                PathElement::new(vec![(centre, b.q1), (centre, b.whisker_lo)], line),
+                PathElement::new(
+                    vec![(centre - cap, b.whisker_hi), (centre + cap, b.whisker_hi)],
+                    line,
+                ),
+                PathElement::new(
+                    vec![(centre - cap, b.whisker_lo), (centre + cap, b.whisker_lo)],
+                    line,
+                ),
+            ])?;
+        }
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(left, b.median), (right, b.median)],
+            colour.stroke_width(3),
+        )))?;
+    }
+    let points = vals
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(i, &v)| {
+            Circle::new(
+                (centre + jitter(i) * box_w * 0.9, v),
+                3,
+                colour.mix(0.55).filled(),
+            )
+        });
+    chart.draw_series(points)?;
     Ok(())
 }
 
@@ -228,6 +302,16 @@ mod tests {
         assert_eq!(box_stats(&[f64::NAN]), None);
         let one = box_stats(&[0.5]).unwrap_or_else(|| panic!("no stats"));
         assert_eq!((one.q1, one.median, one.whisker_hi), (0.5, 0.5, 0.5));
+    }
+
+    #[test]
+    fn proportion_correct_counts_finite_values_with_a_wilson_interval() {
+        let (p, (lo, hi)) =
+            proportion_correct(&[1.0, 0.0, 1.0, 1.0, f64::NAN]).unwrap_or_else(|| panic!("none"));
+        assert_eq!(p, 0.75);
+        assert_eq!((lo, hi), wilson_interval(3, 4, Z_95));
+        assert!(lo < p && p < hi);
+        assert_eq!(proportion_correct(&[f64::NAN]), None);
     }
 
     #[test]

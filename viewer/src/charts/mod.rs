@@ -16,6 +16,8 @@ mod heatmap;
 mod layers;
 mod matrices;
 mod parts;
+#[cfg(not(target_arch = "wasm32"))]
+mod png;
 mod scatter;
 mod style;
 
@@ -35,6 +37,9 @@ pub use layers::{
     recovery_by_layer,
 };
 pub use matrices::similarity_matrices;
+pub use parts::title_lines;
+#[cfg(not(target_arch = "wasm32"))]
+pub use png::{render_png, PNG_SCALE};
 pub use scatter::correlation_scatter;
 
 /// Why a chart could not be drawn.
@@ -113,6 +118,46 @@ pub fn register_font() -> Result<(), ChartError> {
         })
         .clone()
         .map_err(ChartError::Font)
+}
+
+/// The title as an SVG of [`render_svg`] draws it: the text of the first
+/// `<text>` element and of the ones right after it in the same type size (a
+/// title's lines, drawn before anything else but the background),
+/// unescaped and joined by spaces. For tests and tools that check what a
+/// reader sees.
+pub fn drawn_title(svg: &str) -> String {
+    let size_of = |element: &str| {
+        element
+            .split_once("font-size=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(size, _)| size.to_string())
+    };
+    let mut lines = Vec::new();
+    let Some(start) = svg.find("<text") else {
+        return String::new();
+    };
+    let mut rest = &svg[start..];
+    let mut title_size = None;
+    while let Some(element) = rest.strip_prefix("<text") {
+        let (Some(open), Some(close)) = (element.find('>'), element.find("</text>")) else {
+            break;
+        };
+        let size = size_of(&element[..open]);
+        if title_size.is_some() && size != title_size {
+            break;
+        }
+        title_size = size;
+        let text = element[open + 1..close].trim();
+        lines.push(
+            text.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        );
+        rest = element[close + "</text>".len()..].trim_start();
+    }
+    lines.join(" ")
 }
 
 /// Renders `figure` as a standalone SVG document of `width` × `height` pixels.

@@ -2,13 +2,16 @@
 //! a colour bar for the diverging scale, and the empty "no data" frame.
 
 use plotters::coord::Shift;
+use plotters::element::{Drawable, PointCollection};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters_backend::{BackendCoord, DrawingErrorKind};
 
-use super::axes::{shorten, Ticked};
+use super::axes::Ticked;
+pub(crate) use super::style::Shape;
 use super::style::{
-    axis_style, diverging, legend_style, tick_style, title_style, COLOUR_BAR_WIDTH, INK, LEVELS,
-    MARGIN, MIN_HEIGHT, MIN_WIDTH, MISSING, X_LABEL_AREA, Y_LABEL_AREA,
+    axis_style, diverging, legend_style, text_style, tick_style, COLOUR_BAR_WIDTH, INK, LEVELS,
+    MARGIN, MIN_HEIGHT, MIN_WIDTH, MISSING, TITLE_PX, X_LABEL_AREA, Y_LABEL_AREA,
 };
 use super::ChartError;
 
@@ -23,6 +26,12 @@ pub(crate) fn prepare<DB: DrawingBackend>(
 }
 
 /// Draws the title on top and returns the area below it.
+///
+/// A title that does not fit on one line is never cut short: it breaks
+/// after the figure's owner ("model · task") so that its subject reads on
+/// a line of its own, then at spaces; only a title that would still need
+/// more than [`TITLE_MAX_LINES`] lines (or holds one word wider than the
+/// figure) is set in a smaller type, down to [`TITLE_MIN_PX`].
 pub(crate) fn titled<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
@@ -31,18 +40,94 @@ pub(crate) fn titled<DB: DrawingBackend>(
     if title.trim().is_empty() {
         return Ok(area);
     }
-    // A title wider than the figure is shortened rather than cut off.
-    let style = title_style();
     let (w, _) = area.dim_in_pixel();
     let room = w.saturating_sub(2 * MARGIN).max(1);
-    let (tw, _) = area.estimate_text_size(title, &style)?;
-    let title = if tw > room {
-        let chars = title.chars().count() as u64 * u64::from(room) / u64::from(tw);
-        shorten(title, chars as usize)
-    } else {
-        title.to_string()
+    let mut px = TITLE_PX;
+    let (lines, style) = loop {
+        let style = text_style(px);
+        let mut too_wide = false;
+        let lines = title_lines(title, |line| {
+            let fits = area
+                .estimate_text_size(line, &style)
+                .map_or(true, |(tw, _)| tw <= room);
+            too_wide |= !fits && !line.contains(' ');
+            fits
+        });
+        if (lines.len() <= TITLE_MAX_LINES && !too_wide) || px <= TITLE_MIN_PX {
+            break (lines, style);
+        }
+        px = (px - 1.0).max(TITLE_MIN_PX);
     };
-    Ok(area.titled(&title, style)?)
+    if let [line] = lines.as_slice() {
+        // One line: exactly plotters' own title layout.
+        return Ok(area.titled(line, style)?);
+    }
+    let line_h = lines
+        .iter()
+        .map(|l| area.estimate_text_size(l, &style).map_or(0, |(_, h)| h))
+        .max()
+        .unwrap_or(0) as i32
+        + TITLE_LEADING;
+    let y_padding = (line_h / 2).min(5);
+    let centred = style.pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, line) in lines.iter().enumerate() {
+        area.draw(&Text::new(
+            line.clone(),
+            (w as i32 / 2, y_padding + i as i32 * line_h),
+            centred.clone(),
+        ))?;
+    }
+    let height = 2 * y_padding + lines.len() as i32 * line_h - TITLE_LEADING;
+    Ok(area.split_vertically(height.max(0)).1)
+}
+
+/// Lines of a title never take more than this many rows before the type
+/// gets smaller: a fourth line would cost the plot more than it gives.
+pub(crate) const TITLE_MAX_LINES: usize = 3;
+/// The smallest title type: still readable on a slide.
+pub(crate) const TITLE_MIN_PX: f64 = 11.0;
+/// Space between the lines of a wrapped title, in pixels.
+const TITLE_LEADING: i32 = 3;
+
+/// The lines `title` is set in, given `fits` (whether a line fits the
+/// width): the whole title when it fits; otherwise broken after the first
+/// ": " (the owner, "model · task", then the subject, without the colon),
+/// and every part that is still too wide broken at spaces, greedily. A
+/// word wider than the width gets a line of its own; nothing is dropped or
+/// shortened, so the words of the lines are the words of the title.
+pub fn title_lines(title: &str, mut fits: impl FnMut(&str) -> bool) -> Vec<String> {
+    let title = title.trim();
+    if fits(title) {
+        return vec![title.to_string()];
+    }
+    let parts: Vec<&str> = match title.split_once(": ") {
+        Some((owner, subject)) => vec![owner, subject],
+        None => vec![title],
+    };
+    let mut lines = Vec::new();
+    for part in parts {
+        if fits(part) {
+            lines.push(part.to_string());
+            continue;
+        }
+        let mut line = String::new();
+        for word in part.split_whitespace() {
+            let candidate = if line.is_empty() {
+                word.to_string()
+            } else {
+                format!("{line} {word}")
+            };
+            if line.is_empty() || fits(&candidate) {
+                line = candidate;
+            } else {
+                lines.push(std::mem::replace(&mut line, word.to_string()));
+            }
+        }
+        if !line.is_empty() {
+            lines.push(line);
+        }
+    }
+    lines
 }
 
 /// An empty frame with the axis titles and a centred note, for figures
@@ -84,6 +169,77 @@ pub(crate) enum Mark {
     Swatch(RGBColor),
     Dot(RGBColor),
     Ring(RGBColor),
+    /// A category's filled marker: its colour and shape.
+    Point(RGBColor, Shape),
+}
+
+/// A category's marker of `shape` centred on `at`, about `size` pixels
+/// from centre to edge (a square is drawn a little smaller than a circle,
+/// which it would otherwise outweigh). An element of its own, so that one
+/// series can mix shapes.
+pub(crate) struct Marker<C> {
+    pub at: C,
+    pub shape: Shape,
+    pub size: i32,
+    pub style: ShapeStyle,
+}
+
+pub(crate) fn marker<C>(at: C, shape: Shape, size: i32, style: ShapeStyle) -> Marker<C> {
+    Marker {
+        at,
+        shape,
+        size,
+        style,
+    }
+}
+
+impl<'a, C> PointCollection<'a, C> for &'a Marker<C> {
+    type Point = &'a C;
+    type IntoIter = std::iter::Once<&'a C>;
+    fn point_iter(self) -> Self::IntoIter {
+        std::iter::once(&self.at)
+    }
+}
+
+impl<C, DB: DrawingBackend> Drawable<DB> for Marker<C> {
+    fn draw<I: Iterator<Item = BackendCoord>>(
+        &self,
+        mut points: I,
+        backend: &mut DB,
+        _: (u32, u32),
+    ) -> Result<(), DrawingErrorKind<DB::ErrorType>> {
+        let Some((x, y)) = points.next() else {
+            return Ok(());
+        };
+        let s = self.size;
+        let corners = match self.shape {
+            Shape::Circle => {
+                return backend.draw_circle((x, y), s as u32, &self.style, self.style.filled)
+            }
+            Shape::Square => {
+                let h = (s * 4 + 2) / 5;
+                vec![
+                    (x - h, y - h),
+                    (x + h, y - h),
+                    (x + h, y + h),
+                    (x - h, y + h),
+                ]
+            }
+            Shape::Triangle => vec![
+                (x, y - s - 1),
+                (x + s + 1, y + s - 1),
+                (x - s - 1, y + s - 1),
+            ],
+            Shape::Diamond => vec![(x, y - s - 1), (x + s, y), (x, y + s + 1), (x - s, y)],
+        };
+        if self.style.filled {
+            backend.fill_polygon(corners, &self.style)
+        } else {
+            let mut closed = corners.clone();
+            closed.push(corners[0]);
+            backend.draw_path(closed, &self.style)
+        }
+    }
 }
 
 /// Draws a one-line (wrapping when needed) legend under the title and
@@ -152,6 +308,7 @@ pub(crate) fn legend_row<DB: DrawingBackend>(
             }
             Mark::Dot(c) => strip.draw(&Circle::new(mid, 5, c.filled()))?,
             Mark::Ring(c) => strip.draw(&Circle::new(mid, 4, c.stroke_width(2)))?,
+            Mark::Point(c, shape) => strip.draw(&marker(mid, shape, 5, c.filled()))?,
         }
         strip.draw(&Text::new(label.clone(), (x + MARK_W + 6, y), text.clone()))?;
     }

@@ -67,7 +67,10 @@ pub fn correlation_scatter<DB: DrawingBackend>(
         .condition_names
         .iter()
         .enumerate()
-        .map(|(c, name)| (name.clone(), Mark::Dot(style::palette(c))))
+        .map(|(c, name)| {
+            let (colour, shape) = style::category(c);
+            (name.clone(), Mark::Point(colour, shape))
+        })
         .collect();
     if fit.is_some() {
         entries.push(("least-squares fit".to_string(), Mark::Line(INK)));
@@ -91,11 +94,10 @@ pub fn correlation_scatter<DB: DrawingBackend>(
         .axis_desc_style(style::axis_style())
         .draw()?;
 
-    chart.draw_series(
-        points
-            .iter()
-            .map(|&(x, y, c)| Circle::new((x, y), 4, style::palette(c).mix(0.75).filled())),
-    )?;
+    chart.draw_series(points.iter().map(|&(x, y, c)| {
+        let (colour, shape) = style::category(c);
+        parts::marker((x, y), shape, 4, colour.mix(0.75).filled())
+    }))?;
     if let Some((a, b)) = fit {
         chart.draw_series(std::iter::once(PathElement::new(
             vec![a, b],

@@ -50,26 +50,54 @@ fn font_size(px: f64) -> f64 {
     }
 }
 
-fn text(px: f64) -> TextStyle<'static> {
+/// Text of `px` pixels in the charts' font.
+pub(crate) fn text_style(px: f64) -> TextStyle<'static> {
     (FONT, font_size(px)).into_font().into()
 }
-pub(crate) fn title_style() -> TextStyle<'static> {
-    text(TITLE_PX)
-}
 pub(crate) fn axis_style() -> TextStyle<'static> {
-    text(AXIS_PX)
+    text_style(AXIS_PX)
 }
 pub(crate) fn tick_style() -> TextStyle<'static> {
-    text(TICK_PX)
+    text_style(TICK_PX)
 }
 pub(crate) fn legend_style() -> TextStyle<'static> {
-    text(LEGEND_PX)
+    text_style(LEGEND_PX)
 }
 
-/// Colour `i` of the Okabe–Ito palette; indices wrap so that any index is safe.
+/// The palette's colours for data: Okabe–Ito without its black, which is
+/// kept for ink (references, outlines, the fit line).
+pub(crate) const DATA_COLOURS: usize = PALETTE.len() - 1;
+
+/// Colour `i` of the Okabe–Ito palette, black left out; indices wrap so that
+/// any index is safe (categories beyond the seventh also take a [`Shape`]).
 pub(crate) fn palette(i: usize) -> RGBColor {
-    let (r, g, b) = PALETTE[i % PALETTE.len()];
+    let (r, g, b) = PALETTE[i % DATA_COLOURS];
     RGBColor(r, g, b)
+}
+
+/// The second channel of a category: seven colours tell seven categories
+/// apart, and the eighth onwards (nine conditions in a reading-comprehension
+/// study) repeats a colour in another shape, so no two categories look
+/// alike, in colour or in grey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Circle,
+    Square,
+    Triangle,
+    Diamond,
+}
+
+const SHAPES: [Shape; 4] = [
+    Shape::Circle,
+    Shape::Square,
+    Shape::Triangle,
+    Shape::Diamond,
+];
+
+/// Colour and shape of category `i`: distinct for the first
+/// `DATA_COLOURS × 4` (28) categories.
+pub(crate) fn category(i: usize) -> (RGBColor, Shape) {
+    (palette(i), SHAPES[(i / DATA_COLOURS) % SHAPES.len()])
 }
 
 /// Diverging scale for `-limit..=limit`: blue (negative) through white (0) to
@@ -107,6 +135,13 @@ mod tests {
         assert_eq!(diverging(0.01, 1.0), RGBColor(255, 255, 255));
         assert_eq!(diverging(0.5, 1.0), diverging(0.505, 1.0));
         assert_ne!(diverging(0.5, 1.0), diverging(0.55, 1.0));
-        assert_eq!(palette(9), palette(1));
+        assert_eq!(palette(8), palette(1));
+        assert_ne!(palette(6), INK, "black is ink, not data");
+        // Nine conditions: nine distinct marks, the last two in a new shape.
+        let marks: Vec<_> = (0..28).map(category).collect();
+        for (i, a) in marks.iter().enumerate() {
+            assert!(marks[..i].iter().all(|b| b != a), "category {i} repeats");
+        }
+        assert_eq!(category(7), (palette(0), Shape::Square));
     }
 }

@@ -51,6 +51,7 @@ pub(super) fn behavior() -> BehaviorByCondition {
     BehaviorByCondition {
         title: "Absolute error by condition".into(),
         y_label: "absolute error".into(),
+        proportions: false,
         conditions: vec!["congruent".into(), "incongruent".into(), "neutral".into()],
         groups: vec![
             ("0-shot".into(), vec![vals(1.0), vals(1.5), vals(0.8)]),
@@ -58,6 +59,25 @@ pub(super) fn behavior() -> BehaviorByCondition {
                 "4-shot".into(),
                 vec![vals(0.5), vals(1.0), vec![2.0, f64::NAN]],
             ),
+        ],
+    }
+}
+
+/// Correct (1) / wrong (0) behaviour of nine conditions: proportions.
+pub(super) fn correctness() -> BehaviorByCondition {
+    let vals = |shift: usize| {
+        (0..8)
+            .map(|i| f64::from(u8::from((i + shift) % 3 != 0)))
+            .collect::<Vec<_>>()
+    };
+    BehaviorByCondition {
+        title: "Correct answers by condition".into(),
+        y_label: "proportion correct".into(),
+        proportions: true,
+        conditions: (0..9).map(|c| format!("condition {c}")).collect(),
+        groups: vec![
+            ("0-shot".into(), (0..9).map(vals).collect()),
+            ("4-shot".into(), (0..9).map(|c| vals(c + 1)).collect()),
         ],
     }
 }
@@ -189,6 +209,7 @@ pub(super) fn recovery_by_condition() -> LayerHeatmap {
 pub(super) fn realistic() -> Vec<Figure> {
     vec![
         Figure::Behavior(behavior()),
+        Figure::Behavior(correctness()),
         Figure::Matrices(matrices(24)),
         Figure::Alignment(curves("Hypothesis alignment", "alignment (Spearman ρ)", 32)),
         Figure::Probe(curves("Probe accuracy", "accuracy", 32)),

@@ -27,6 +27,9 @@ fn every_figure_renders_with_title_and_axis_labels() {
         let out = svg(&figure);
         assert!(out.starts_with("<svg") && out.trim_end().ends_with("</svg>"));
         let expected: Vec<&str> = match &figure {
+            Figure::Behavior(d) if d.proportions => {
+                vec![&d.title, &d.y_label, "condition 8", "95% Wilson interval"]
+            }
             Figure::Behavior(d) => vec![&d.title, &d.y_label, "condition", "congruent", "4-shot"],
             Figure::Matrices(d) => vec![&d.title, "item", "hypothesis", "similarity"],
             Figure::Recovery(d) => vec![
@@ -77,6 +80,30 @@ fn every_figure_renders_with_title_and_axis_labels() {
                 "{text:?} missing from the SVG of {figure:?}"
             );
         }
+    }
+}
+
+#[test]
+fn every_figure_exports_a_png_at_twice_the_size_byte_identical() {
+    for figure in realistic() {
+        let (w, h) = figure_size(&figure);
+        let png = render_png(&figure, w, h, PNG_SCALE).expect("renders");
+        assert_eq!(png, render_png(&figure, w, h, PNG_SCALE).expect("again"));
+        let mut reader = ::png::Decoder::new(png.as_slice())
+            .read_info()
+            .expect("a PNG");
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        let frame = reader.next_frame(&mut pixels).expect("decodes");
+        assert_eq!((frame.width, frame.height), (2 * w, 2 * h));
+        // Drawn, not blank: the title's ink on top, and colour somewhere.
+        let row =
+            |y: u32| &pixels[(3 * y * frame.width) as usize..(3 * (y + 1) * frame.width) as usize];
+        let title_ink = (10..60).any(|y| row(y).iter().any(|&v| v < 100));
+        assert!(title_ink, "no title in the PNG of {figure:?}");
+        let coloured = pixels
+            .chunks(3)
+            .any(|p| p.iter().max().unwrap_or(&0) - p.iter().min().unwrap_or(&0) > 60);
+        assert!(coloured, "no colour in the PNG of {figure:?}");
     }
 }
 
@@ -343,4 +370,69 @@ fn patching_figures_without_data_say_so() {
         let out = svg(&figure);
         assert!(out.contains("no data"), "{figure:?}");
     }
+}
+/// The title as drawn, given that a long one breaks after "model · task"
+/// without its colon.
+fn as_drawn(title: &str) -> [String; 2] {
+    [title.to_string(), title.replacen(": ", " ", 1)]
+}
+
+#[test]
+fn long_titles_wrap_whole_and_are_never_shortened() {
+    let long = "SmolLM2-135M-Instruct.Q4_1 · linear-regression: behaviour improvement vs change in alignment with “same slope” (12 of 24 targets)";
+    let mut figures = realistic();
+    for figure in &mut figures {
+        match figure {
+            Figure::Behavior(d) => d.title = long.into(),
+            Figure::Matrices(d) => d.title = long.into(),
+            Figure::Alignment(d)
+            | Figure::Probe(d)
+            | Figure::AttentionRatio(d)
+            | Figure::Correlation(d)
+            | Figure::Recovery(d) => d.title = long.into(),
+            Figure::AttentionChange(d) | Figure::RecoveryByCondition(d) => d.title = long.into(),
+            Figure::Scatter(d) => d.title = long.into(),
+        }
+    }
+    for figure in &figures {
+        let out = svg(figure);
+        let drawn = drawn_title(&out);
+        assert!(
+            as_drawn(long).contains(&drawn),
+            "{drawn:?} is not the whole title"
+        );
+        assert!(!drawn.contains('…'));
+        // Where it does not fit on one line: the owner, then the subject.
+        if drawn != long {
+            assert!(
+                out.contains(">\nSmolLM2-135M-Instruct.Q4_1 · linear-regression\n<"),
+                "{out}"
+            );
+        }
+    }
+    // A narrow figure: more lines, still every word.
+    let narrow = render_svg(&figures[0], 300, 420).expect("renders");
+    assert!(as_drawn(long).contains(&drawn_title(&narrow)));
+    // One word wider than the figure: smaller type, never cut.
+    let word = "x".repeat(90);
+    let lines = title_lines(&format!("a: {word}"), |l| l.len() <= 40);
+    assert_eq!(lines, vec!["a".to_string(), word.clone()]);
+    assert_eq!(title_lines("short: title", |_| true), vec!["short: title"]);
+    assert_eq!(
+        title_lines("m · t: one two three four", |l| l.len() <= 9),
+        vec!["m · t", "one two", "three", "four"]
+    );
+}
+
+#[test]
+fn nine_conditions_get_nine_distinct_marks() {
+    let mut data = scatter();
+    data.condition_names = (0..9).map(|c| format!("condition {c}")).collect();
+    data.points = (0..27)
+        .map(|i| (f64::from(i), f64::from(i % 5), (i % 9) as usize))
+        .collect();
+    let out = svg(&Figure::Scatter(data));
+    // Conditions 7 and 8 take the palette's first colours again, as squares.
+    assert!(out.contains("<polygon") || out.contains("<rect"), "{out}");
+    assert!(out.contains("condition 8"));
 }
