@@ -59,6 +59,91 @@ fn reference() -> &'static Path {
     })
 }
 
+/// Every figure of the report in `out` as a reader sees it: its title drawn
+/// whole ("model · task", then its subject; never cut short with "…"), a
+/// PNG beside its SVG, and a numbered caption that names it.
+fn assert_figures_read_whole(out: &Path) {
+    let bundle = viewer::bundle::Bundle::decode(
+        &std::fs::read(out.join("bundle.safetensors.zst")).expect("read bundle"),
+    )
+    .expect("decode");
+    let owners: Vec<String> = bundle
+        .manifest
+        .models
+        .iter()
+        .flat_map(|m| {
+            bundle
+                .manifest
+                .tasks
+                .iter()
+                .map(move |t| format!("{} · {}", m.name, t.name))
+        })
+        .collect();
+    let mut svgs = 0;
+    for entry in std::fs::read_dir(out.join("figures")).expect("figures folder") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("svg") {
+            continue;
+        }
+        let svg = std::fs::read_to_string(&path).expect("read svg");
+        let title = viewer::charts::drawn_title(&svg);
+        assert!(!title.contains('…'), "{}: {title}", path.display());
+        let owner = owners
+            .iter()
+            .find(|o| title.starts_with(o.as_str()))
+            .unwrap_or_else(|| panic!("{}: {title:?} names no model · task", path.display()));
+        assert!(
+            title.len() > owner.len() + 8,
+            "{}: {title:?} has no subject",
+            path.display()
+        );
+        assert!(
+            path.with_extension("png").is_file(),
+            "no PNG beside {}",
+            path.display()
+        );
+        svgs += 1;
+    }
+    let page = std::fs::read_to_string(out.join("index.html")).expect("read page");
+    let captions = page.matches("<figcaption><strong>Figure ").count();
+    assert_eq!(captions, svgs, "one numbered caption per static figure");
+    for owner in &owners {
+        assert!(
+            page.contains(&format!(" · {owner}.</strong> ")),
+            "no caption names {owner}"
+        );
+    }
+}
+
+#[test]
+fn the_default_report_draws_every_title_whole() {
+    // The committed demo report is the default preset on the default model:
+    // drawn again from its bundle with this checkout's charts.
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/paper");
+    let bytes = std::fs::read(committed.join("bundle.safetensors.zst")).expect("demo bundle");
+    let bundle = viewer::bundle::Bundle::decode(&bytes).expect("decode");
+    let dir = scratch("default-titles");
+    std::fs::write(dir.join("bundle.safetensors.zst"), &bytes).expect("copy bundle");
+    engine::report::render_report(&dir, &bundle, &engine::report::RenderOptions::default())
+        .expect("render");
+    assert_figures_read_whole(&dir);
+    // Every hypothesis has its own alignment figure (the competing "same
+    // person" one included).
+    let page = std::fs::read_to_string(dir.join("index.html")).expect("read page");
+    for task in &bundle.manifest.tasks {
+        for hypothesis in &task.hypotheses {
+            assert!(
+                page.contains(&format!(
+                    "{}, hypothesis “{hypothesis}”.</strong> At layer",
+                    task.name
+                )),
+                "no alignment figure for {hypothesis}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn same_report(a: &Path, b: &Path) {
     for file in [
         "bundle.safetensors.zst",
@@ -373,6 +458,7 @@ fn two_models_are_compared_side_by_side_on_the_same_prompts() {
             "no panel of {name}"
         );
     }
+    assert_figures_read_whole(&out);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

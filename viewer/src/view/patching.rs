@@ -419,7 +419,9 @@ pub(super) fn recovery_figure(
         .collect();
     LayerCurves {
         title: format!(
-            "{}-shot gain recovered by patching: {}{}",
+            "{} · {}: {}-shot gain recovered by patching ({}){}",
+            ctx.model.name,
+            ctx.task.name,
             ctx.task.shots,
             measure_name(ctx, patching, measure),
             subset_note(ctx, derived)
@@ -454,7 +456,9 @@ pub(super) fn by_condition_figure(
     }
     LayerHeatmap {
         title: format!(
-            "{}-shot gain recovered per condition, own state: {}",
+            "{} · {}: {}-shot gain recovered per condition by the own state ({})",
+            ctx.model.name,
+            ctx.task.name,
             ctx.task.shots,
             measure_name(ctx, patching, measure)
         ),

@@ -180,7 +180,9 @@ pub(super) fn recovery() -> LayerCurves {
         })
         .collect();
     LayerCurves {
-        title: "4-shot gain recovered by patching: answer log-prob".into(),
+        title:
+            "SmolLM2 · reading-comprehension: 4-shot gain recovered by patching (answer log-prob)"
+                .into(),
         y_label: "fraction of the gain recovered".into(),
         y_range: Some((-0.2, 1.2)),
         references: vec![0.0, 1.0],
@@ -193,7 +195,7 @@ pub(super) fn recovery() -> LayerCurves {
 pub(super) fn recovery_by_condition() -> LayerHeatmap {
     let names = ["congruent", "incongruent", "neutral"];
     LayerHeatmap {
-        title: "4-shot gain recovered per condition, own state: answer log-prob".into(),
+        title: "SmolLM2 · reading-comprehension: 4-shot gain recovered per condition by the own state (answer log-prob)".into(),
         value_label: "fraction of the gain recovered".into(),
         layers: (0..4).map(|l| 4 * l).collect(),
         row_label: "condition".into(),
