@@ -167,9 +167,16 @@ pub struct ReportArgs {
     /// the experiment's `models`. Default: the default model.
     #[arg(long = "model", value_name = "PATH")]
     pub models: Vec<PathBuf>,
-    /// Where to write the report. Default: reports/<experiment name>.
+    /// Where to write the report. Default: reports/<experiment name>. A
+    /// folder that exists must be empty or a report the engine wrote (see
+    /// --force).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Write into an --out folder that already holds other files, beside
+    /// them. Even so the engine never replaces or deletes a file it did not
+    /// write: a file of yours at a path the report needs stops the run.
+    #[arg(long)]
+    pub force: bool,
     /// Also write the pooled per-layer embeddings (safetensors) for your own analyses.
     #[arg(long)]
     pub save_embeddings: bool,
@@ -204,6 +211,11 @@ pub struct MergeArgs {
     /// Where to write the report. Default: reports/<experiment name>.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Write into an --out folder that already holds other files, beside
+    /// them. Even so the engine never replaces or deletes a file it did not
+    /// write: a file of yours at a path the report needs stops the run.
+    #[arg(long)]
+    pub force: bool,
     /// Also write the single-file report.
     #[arg(long)]
     pub single_file: bool,

@@ -13,15 +13,17 @@ use crate::commands::say;
 use crate::experiment::config::ExperimentFile;
 use crate::experiment::Experiment;
 use crate::progress::{duration, note, Mode};
+use crate::report::site::SiteIndex;
 use crate::report::{self, Provenance, RenderOptions};
 use crate::study::runner::{self, CaptureJob, CaptureOutcome, Shard};
 use crate::study::{self, ModelRun};
 
+mod folder;
 mod lock;
 pub(crate) mod merge;
 mod provenance;
 
-use lock::ReportLock;
+use folder::{committed, Folder, RemoveOnDrop};
 pub(crate) use provenance::RunRecord;
 
 /// Everything a report run needs, resolved from the arguments (or from a
@@ -73,16 +75,32 @@ fn plan(args: &ReportArgs) -> anyhow::Result<Plan> {
 
 /// Runs a plan: capture (through the cache), analyse, publish.
 pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
+    let folder = claim(plan, args)?;
+    publish_into(&folder, plan, args, quiet)
+}
+
+/// Claims the plan's report folder (see [`folder`]): before any model work,
+/// so that a folder the report may not be written into costs nothing.
+pub(crate) fn claim(plan: &Plan, args: &ReportArgs) -> anyhow::Result<Folder> {
+    let single_file = args.single_file.then(|| {
+        format!(
+            "{}.html",
+            report::render::file_safe(&plan.experiment.file.name)
+        )
+    });
+    Folder::claim(&plan.out, args.force, single_file.as_deref())
+}
+
+/// [`publish`] into a folder already claimed.
+pub(crate) fn publish_into(
+    folder: &Folder,
+    plan: &Plan,
+    args: &ReportArgs,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let mode = Mode::detect(quiet);
     let experiment = &plan.experiment;
     let out = &plan.out;
-    std::fs::create_dir_all(out.join("data")).map_err(|e| {
-        BadInput(format!(
-            "cannot create the report folder `{}`: {e} — choose another folder with --out",
-            out.display()
-        ))
-    })?;
-    let _lock = ReportLock::acquire(out)?;
     install_interrupt_handler();
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let cache_root = runner::cache_root(out);
@@ -141,29 +159,20 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
     // Every file of this run is written into a staging folder first and
     // moved into the report only once all are written: a full disk or a
     // crash on the way leaves the previous report whole, never half new.
-    let staging = out.join(STAGING);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).with_context(|| {
-            format!(
-                "cannot remove `{}` left by an earlier run",
-                staging.display()
-            )
-        })?;
-    }
-    std::fs::create_dir_all(staging.join("data"))
-        .with_context(|| format!("cannot create `{}`", staging.display()))?;
+    let staging = folder.staging()?;
     // Removes what a failed run staged (the disk may be full); after the
     // commit there is nothing left to remove.
     let _cleanup = RemoveOnDrop(&staging);
     let staged_bundle = staging.join(viewer::bundle::FILE_NAME);
     // Nothing changed since the last complete run (same engine, experiment
-    // and captured records): reuse its bundle and tables, re-render only.
+    // and captured records, and its results as the engine wrote them):
+    // reuse its bundle and tables, re-render only.
     let digest = inputs_digest(experiment, &runs);
     let digest_path = runner::cache_root(out).join("inputs.sha256");
     let unchanged = std::fs::read_to_string(&digest_path).ok().as_deref() == Some(digest.as_str())
-        && bundle_path.is_file()
-        && data_dir.join("rsa_alignment.csv").is_file()
-        && (!args.save_embeddings || data_dir.join("embeddings.safetensors").is_file());
+        && folder.holds_own(viewer::bundle::FILE_NAME)
+        && folder.holds_own("data/rsa_alignment.csv")
+        && (!args.save_embeddings || folder.holds_own("data/embeddings.safetensors"));
     let (bundle, results) = if unchanged {
         if mode != Mode::Quiet {
             note!("analyses: nothing changed since the last run; reusing its results");
@@ -221,11 +230,13 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
         None
     };
     record.stage("rendering", started.elapsed().as_secs_f64());
-    record.write(&staging)?;
-    commit_staged(&staging, out)?;
+    // An unchanged run keeps the bundle and tables of the last one.
+    let reused =
+        |rel: &str| unchanged && (rel == viewer::bundle::FILE_NAME || rel.starts_with("data/"));
+    let committed_files = folder.commit(&staging, &mut record, reused)?;
     // The site index lives beside the report folders.
     let site = match out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(root) => Some(report::write_site(root, args.templates.as_deref())?.0),
+        Some(root) => Some(report::write_site(root, args.templates.as_deref())?),
         None => None,
     };
     if mode != Mode::Quiet {
@@ -267,78 +278,22 @@ pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Re
                 single.page_bytes as f64 / 1e6
             )?;
         }
-        if let Some(site) = site {
-            say!("wrote   {}", site.display())?;
+        for path in &committed_files.kept {
+            say!(
+                "kept    {}: the engine wrote it for an earlier run, but it was changed since, so it is yours now (delete it if it is no longer needed)",
+                path.display()
+            )?;
+        }
+        match site {
+            Some(SiteIndex::Written { path, .. }) => say!("wrote   {}", path.display())?,
+            Some(SiteIndex::NotOurs { path, root }) => say!(
+                "skipped the site index: {}",
+                SiteIndex::why_not_ours(&path, &root)
+            )?,
+            None => {}
         }
     }
     Ok(())
-}
-
-/// The folder under a report where a run stages its files.
-const STAGING: &str = ".incoming";
-
-/// Removes a folder when dropped, whatever happened before.
-struct RemoveOnDrop<'a>(&'a Path);
-
-impl Drop for RemoveOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0);
-    }
-}
-
-/// Where a file written under the staging folder ends up.
-fn committed(staged: &Path) -> PathBuf {
-    let mut parts = Vec::new();
-    let mut found = false;
-    for part in staged.components() {
-        if part.as_os_str() == STAGING {
-            found = true;
-        } else {
-            parts.push(part);
-        }
-    }
-    if found {
-        parts.iter().collect()
-    } else {
-        staged.to_path_buf()
-    }
-}
-
-/// Moves every file of `staging` to the same place under `out` (renames in
-/// one file system: no space needed, nothing half-copied), the HTML pages
-/// last, so that a reader who opens the page finds everything it refers to;
-/// then removes `staging`.
-fn commit_staged(staging: &Path, out: &Path) -> anyhow::Result<()> {
-    fn collect(dir: &Path, rel: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let rel = rel.join(entry.file_name());
-            if entry.file_type()?.is_dir() {
-                collect(&entry.path(), &rel, files)?;
-            } else {
-                files.push(rel);
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    collect(staging, Path::new(""), &mut files)
-        .with_context(|| format!("cannot list `{}`", staging.display()))?;
-    let is_page = |f: &PathBuf| {
-        f.parent() == Some(Path::new("")) && f.extension().is_some_and(|e| e == "html")
-    };
-    files.sort_by(|a, b| is_page(a).cmp(&is_page(b)).then(a.cmp(b)));
-    for rel in &files {
-        let target = out.join(rel);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create `{}`", parent.display()))?;
-        }
-        std::fs::rename(staging.join(rel), &target)
-            .with_context(|| format!("cannot move the new `{}` into place", target.display()))?;
-    }
-    std::fs::remove_dir_all(staging)
-        .with_context(|| format!("cannot remove `{}`", staging.display()))
 }
 
 /// A fingerprint of everything the analyses and the bundle depend on: the

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::errors::BadInput;
 
-const LOCK_FILE: &str = ".engine-report.lock";
+pub(crate) const LOCK_FILE: &str = ".engine-report.lock";
 
 #[derive(Debug)]
 pub(crate) struct ReportLock {

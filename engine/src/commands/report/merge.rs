@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
-use super::{publish, Plan};
+use super::{claim, publish_into, Plan};
 use crate::capture::FlashAttention;
 use crate::cli::{BadInput, MergeArgs, ReportArgs, RuntimeArgs};
 use crate::experiment::Experiment;
@@ -220,23 +220,13 @@ pub(crate) fn run(args: &MergeArgs, quiet: bool) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| Path::new("reports").join(&experiment.file.name));
-    let cache_root = crate::study::runner::cache_root(&out);
-    for (_, (_, entries)) in &shards {
-        for (name, bytes) in entries {
-            let path = cache_root.join(name);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create `{}`", parent.display()))?;
-            }
-            crate::atomic::write_atomically(&path, |w| w.write_all(bytes))?;
-        }
-    }
     let flash = FlashAttention::from_str(&first.flash_attention, true).unwrap_or_default();
     let report_args = ReportArgs {
         experiment: None,
         preset: None,
         models: Vec::new(),
         out: Some(out.clone()),
+        force: args.force,
         save_embeddings: false,
         single_file: args.single_file,
         templates: args.templates.clone(),
@@ -259,5 +249,18 @@ pub(crate) fn run(args: &MergeArgs, quiet: bool) -> anyhow::Result<()> {
         out,
         created: None,
     };
-    publish(&plan, &report_args, quiet)
+    // The folder is claimed before the shards' captures are unpacked into it.
+    let folder = claim(&plan, &report_args)?;
+    let cache_root = crate::study::runner::cache_root(&plan.out);
+    for (_, (_, entries)) in &shards {
+        for (name, bytes) in entries {
+            let path = cache_root.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create `{}`", parent.display()))?;
+            }
+            crate::atomic::write_atomically(&path, |w| w.write_all(bytes))?;
+        }
+    }
+    publish_into(&folder, &plan, &report_args, quiet)
 }

@@ -1,5 +1,6 @@
 //! What a report run records beyond the bundle (`run.json`: where the
-//! models were, the hardware, how long each stage took, the command line),
+//! models were, the hardware, how long each stage took, the command line,
+//! and the files it wrote, which alone a later run may replace or remove),
 //! and `engine report --reproduce DIR`, which re-runs a report from its
 //! bundle's manifest and that record.
 //!
@@ -11,12 +12,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::folder::Files;
 use super::Plan;
 use crate::cli::{BadInput, ReportArgs};
 use crate::commands::say;
 use crate::study::ModelRun;
 
-const RUN_FILE: &str = "run.json";
+pub(crate) const RUN_FILE: &str = "run.json";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ModelPlace {
@@ -37,6 +39,16 @@ pub(crate) struct RunRecord {
     pub models: Vec<ModelPlace>,
     /// Stage → seconds.
     pub durations: BTreeMap<String, f64>,
+    /// Every file of the report this run wrote (path below the report
+    /// folder → SHA-256): the only files a later run may replace or remove
+    /// (see folder.rs). Absent from the record of an engine that did not
+    /// list them.
+    #[serde(default)]
+    pub files: Option<Files>,
+    /// While a run moves its files into place: the files of the run before
+    /// that are still in the folder, so that an interrupted move knows both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<Files>,
 }
 
 impl RunRecord {
@@ -52,7 +64,15 @@ impl RunRecord {
             hardware: hardware(),
             models: Vec::new(),
             durations: BTreeMap::new(),
+            files: Some(Files::new()),
+            superseded: None,
         }
+    }
+
+    /// The record in the report folder `dir`, if it holds one the engine wrote.
+    pub(crate) fn read(dir: &Path) -> Option<RunRecord> {
+        let text = std::fs::read_to_string(dir.join(RUN_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
     }
 
     pub(crate) fn capture(&mut self, run: &ModelRun) {
@@ -130,9 +150,7 @@ pub(crate) fn plan_reproduction(dir: &Path, args: &ReportArgs) -> anyhow::Result
         &manifest.experiment,
         &format!("the manifest of `{}`", dir.display()),
     )?;
-    let record: Option<RunRecord> = std::fs::read_to_string(dir.join(RUN_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let record = RunRecord::read(dir);
     if !args.models.is_empty() && args.models.len() != manifest.models.len() {
         return Err(BadInput(format!(
             "the report was made with {} models; give one --model per model, in order",
