@@ -10,6 +10,7 @@ bash scripts/setup.sh
 # What only the tests need:
 #   - chromium: the reports are opened in a real headless browser;
 #   - zstandard + safetensors (pip): docs/bundle.md's Python reader is run;
+#   - numpy (pip): scripts/paper_shaped_gguf.py writes the paper-shaped models;
 #   - the viewer rebuilt from source (wasm32 + wasm-bindgen-cli), so that the
 #     reports under test embed the viewer of this very checkout.
 if ! command -v chromium >/dev/null; then
@@ -19,8 +20,8 @@ if ! command -v chromium >/dev/null; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
-python3 -c "import zstandard, safetensors" 2>/dev/null \
-    || python3 -m pip install --quiet zstandard safetensors
+python3 -c "import zstandard, safetensors, numpy" 2>/dev/null \
+    || python3 -m pip install --quiet zstandard safetensors numpy
 bash scripts/build-viewer.sh
 if ! git diff --quiet -- viewer/pkg 2>/dev/null; then
     echo "warning: the committed viewer (viewer/pkg) differs from a fresh build;" \

@@ -51,11 +51,15 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let base = args.model.context_options(longest, info.n_ctx_train);
 
     say!(
-        "model    {} ({}, {} layers × {} heads)",
+        "model    {} ({}, {:.2} GB): {} layers, width {}, {} query heads over {} KV heads, vocabulary {}",
         info.path.display(),
         info.description,
+        info.file_len as f64 / 1e9,
         info.n_layer,
-        info.n_head
+        info.n_embd,
+        info.n_head,
+        info.n_head_kv,
+        info.n_vocab
     )?;
     say!("llama    {}", crate::capture::llama_build_info())?;
     say!(
