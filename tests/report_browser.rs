@@ -1,7 +1,8 @@
 //! A generated report opened in real headless Chromium: served on
 //! 127.0.0.1, as a single file from `file://`, and with JavaScript off.
-//! Also the viewer's redraw time on a synthetic 70B-sized bundle (printed,
-//! not asserted: timing is a benchmark's job).
+//! Also the viewer's redraw time after a layer change, on synthetic studies
+//! of the default report's size (one and two models) and of a 70B model's
+//! (printed, not asserted: timing is a benchmark's job).
 //!
 //! Without Chromium these tests print a notice and pass, unless
 //! `REQUIRE_BROWSER=1` (set by `scripts/test.sh`) makes them fail.
@@ -157,7 +158,9 @@ fn exercise_explorer(page: &mut Page, how: &str) {
     let redraw = page
         .eval("document.getElementById('explorer').dataset.redrawMs")
         .expect("eval");
-    eprintln!("{how}: redraw after a layer change took {redraw} ms (default report)");
+    eprintln!(
+        "{how}: redraw after a layer change took {redraw} ms (a small study of the default model)"
+    );
 
     // A condition subset recomputes the alignment in the browser.
     page.eval("(() => { const b = document.querySelector('#control-conditions input'); b.checked = false; b.dispatchEvent(new Event('change')); })()")
@@ -354,19 +357,31 @@ fn a_bundle_from_a_future_version_is_explained_in_the_page() {
     );
 }
 
-#[test]
-fn the_viewer_redraws_a_70b_sized_bundle() {
-    let Some(browser) = browser_or_skip() else {
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("engine-browser-70b-{}", std::process::id()));
+/// How long a benchmark changes the layer before it measures.
+const WARM_UP: Duration = Duration::from_secs(3);
+
+/// Layers to change to in a benchmark: spread over the depth, clamped to
+/// the study's layers (so every change is a change).
+const BENCHMARK_LAYERS: [usize; 9] = [3, 20, 7, 29, 12, 1, 25, 16, 9];
+
+/// The redraw after a layer change of a synthetic study of `models` models
+/// of `spec`'s size: the times (ms, as the page measures them around
+/// `viewer.draw`) of a change to each of [`BENCHMARK_LAYERS`], after
+/// [`WARM_UP`] of changes (the browser compiles the wasm once more, better,
+/// in the background while the page first runs it).
+fn redraw_times(spec: viewer::synthetic::Spec, models: usize, name: &str) -> Option<Vec<f64>> {
+    let browser = browser_or_skip()?;
+    let dir = std::env::temp_dir().join(format!("engine-browser-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create dir");
-    let bundle = viewer::synthetic::bundle(viewer::synthetic::Spec::LLAMA_70B);
+    let bundle = viewer::synthetic::bundle_of_models(spec, models);
     let size = engine::report::write_bundle(&dir.join("bundle.safetensors.zst"), &bundle)
         .expect("write bundle");
     eprintln!(
-        "synthetic 70B-sized bundle (80 layers, 64 heads, 400 targets): {:.1} MB compressed",
+        "{name}: {models} model(s), {} layers, {} heads, {} targets: {:.1} MB compressed",
+        spec.layers,
+        spec.heads,
+        spec.targets,
         size as f64 / 1e6
     );
     engine::report::render_report(&dir, &bundle, &engine::report::RenderOptions::default())
@@ -375,22 +390,65 @@ fn the_viewer_redraws_a_70b_sized_bundle() {
     let mut page = browser.new_page().expect("page");
     page.goto(&server.url("index.html")).expect("open");
     wait_ready(&mut page);
+    let models_offered = page
+        .eval("document.getElementById('control-model').options.length")
+        .expect("eval");
+    assert_eq!(
+        models_offered, models as u64,
+        "{name}: one option per model"
+    );
+    let last = spec.layers - 1;
+    let started = std::time::Instant::now();
+    for i in 0.. {
+        if started.elapsed() > WARM_UP && i >= 2 {
+            break;
+        }
+        choose(&mut page, "layer", &((i % 2) * last).to_string());
+    }
     let mut times = Vec::new();
-    for layer in [10, 40, 79] {
+    for layer in BENCHMARK_LAYERS.map(|l| l * last / 29) {
         choose(&mut page, "layer", &layer.to_string());
+        assert_eq!(number(&mut page, "layer"), layer.to_string(), "{name}");
         let ms = page
             .eval("Number(document.getElementById('explorer').dataset.redrawMs)")
             .expect("eval")
             .as_f64()
             .unwrap_or(f64::NAN);
         times.push(ms);
-        assert_eq!(number(&mut page, "layer"), layer.to_string());
     }
-    eprintln!("70B-sized bundle: redraw after a layer change took {times:?} ms");
-    assert!(
-        page.console_errors().is_empty(),
-        "{:?}",
-        page.console_errors()
-    );
+    let errors = page.console_errors();
+    assert!(errors.is_empty(), "{name}: console errors {errors:?}");
     let _ = std::fs::remove_dir_all(&dir);
+    Some(times)
+}
+
+/// The redraw time after a layer change, printed for the default report's
+/// size, a two-model report of that size and a 70B-sized study (issue 14:
+/// within a frame, 16 ms, for the first; within 100 ms for the last, in
+/// headless Chromium on a 2-core machine). Synthetic studies: the default
+/// report's own run takes minutes; the drawing depends only on the sizes.
+/// Printed, not asserted: timing is a benchmark's job, and a loaded
+/// machine would make such an assertion flaky. The other tests of this
+/// file run beside it; for numbers worth quoting, run it alone
+/// (`cargo test --release --test report_browser redraw_after -- --nocapture`).
+#[test]
+fn the_viewer_redraw_after_a_layer_change_is_measured() {
+    use viewer::synthetic::Spec;
+    for (spec, models, name) in [
+        (Spec::DEFAULT_SIZED, 1, "default-sized"),
+        (Spec::DEFAULT_SIZED, 2, "two-model default-sized"),
+        (Spec::LLAMA_70B, 1, "70B-sized"),
+    ] {
+        let Some(mut times) = redraw_times(spec, models, name) else {
+            return;
+        };
+        let all = times.clone();
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "{name}: redraw after a layer change: median {:.1} ms, fastest {:.1}, slowest {:.1} (of {all:?})",
+            times[times.len() / 2],
+            times[0],
+            times[times.len() - 1]
+        );
+    }
 }

@@ -15,5 +15,8 @@ pub mod stats;
 pub mod synthetic;
 pub mod view;
 
+// The canvas backend's batch of filled rectangles: pure, so tested natively too.
+#[cfg(any(target_arch = "wasm32", test))]
+mod fill_batch;
 #[cfg(target_arch = "wasm32")]
 mod web;

@@ -37,6 +37,16 @@ impl Spec {
         conditions: 6,
         seed: 1,
     };
+    /// The size of the default report (`engine report` without arguments):
+    /// the default model's 30 layers × 9 heads, and the larger task of the
+    /// `paper` preset (linear regression: 9 conditions × 4 targets).
+    pub const DEFAULT_SIZED: Spec = Spec {
+        layers: 30,
+        heads: 9,
+        targets: 36,
+        conditions: 9,
+        seed: 1,
+    };
     /// A small study for fast tests.
     pub const SMALL: Spec = Spec {
         layers: 6,
@@ -71,6 +81,42 @@ impl Rng {
 
 /// A synthetic one-model, one-task bundle of the given size.
 pub fn bundle(spec: Spec) -> Bundle {
+    bundle_of_models(spec, 1)
+}
+
+/// A synthetic bundle of `models` models on the same task and prompts, as
+/// a report that compares models has: the first model is [`bundle`]'s, the
+/// others (`synthetic-2`, …) the same study with numbers of their own
+/// (seeds `spec.seed + 1`, …).
+pub fn bundle_of_models(spec: Spec, models: usize) -> Bundle {
+    let mut first = one_model(spec, "synthetic");
+    for i in 1..models {
+        let name = format!("synthetic-{}", i + 1);
+        let seed = spec.seed.wrapping_add(i as u64);
+        let other = one_model(Spec { seed, ..spec }, &name);
+        let prefix = format!("{name}/");
+        first.tensors.extend(
+            other
+                .tensors
+                .into_iter()
+                .filter(|(array, _)| array.starts_with(&prefix)),
+        );
+        first.manifest.models.extend(other.manifest.models);
+        let patched = other
+            .manifest
+            .tasks
+            .into_iter()
+            .next()
+            .and_then(|t| t.patching);
+        if let (Some(all), Some(theirs)) = (first.manifest.tasks[0].patching.as_mut(), patched) {
+            all.layers.extend(theirs.layers);
+        }
+    }
+    first
+}
+
+/// One model's bundle (see [`bundle`]).
+fn one_model(spec: Spec, model: &str) -> Bundle {
     let mut rng = Rng(spec.seed);
     let Spec {
         layers,
@@ -79,7 +125,6 @@ pub fn bundle(spec: Spec) -> Bundle {
         conditions,
         ..
     } = spec;
-    let model = "synthetic";
     let task = "reading";
     let condition_of: Vec<usize> = (0..targets).map(|t| t % conditions.max(1)).collect();
     let person_of: Vec<usize> = (0..targets).map(|t| (t / conditions.max(1)) % 5).collect();
@@ -423,4 +468,46 @@ fn fill_patching(bundle: &mut Bundle, rng: &mut Rng) {
         }
     }
     bundle.tensors.insert(name("patching_recovery"), stored);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::{figures, Derived, Selection};
+
+    #[test]
+    fn a_two_model_bundle_adds_a_second_model_with_numbers_of_its_own() {
+        let one = bundle(Spec::SMALL);
+        let two = bundle_of_models(Spec::SMALL, 2);
+        let names: Vec<&str> = two
+            .manifest
+            .models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(names, ["synthetic", "synthetic-2"]);
+        // NaN is not equal to itself: arrays are compared bit for bit.
+        let bits = |t: &Tensor| {
+            (
+                t.shape.clone(),
+                t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            )
+        };
+        for (array, tensor) in &one.tensors {
+            let same = two.tensors.get(array).map(bits) == Some(bits(tensor));
+            assert!(same, "{array} of the first model");
+        }
+        let rsm = |model: &str| two.tensors.get(&model_array(model, "reading", "rsm"));
+        assert!(rsm("synthetic-2").is_some() && rsm("synthetic-2") != rsm("synthetic"));
+        let patching = two.manifest.tasks[0].patching.as_ref().expect("patched");
+        assert_eq!(patching.layers.len(), 2, "both models' patched layers");
+        // The viewer draws the second model as it draws the first.
+        let selection = Selection {
+            model: 1,
+            ..Selection::default()
+        }
+        .clamp(&two);
+        let derived = Derived::for_selection(&two, &selection, None).expect("derive");
+        assert!(figures(&two, &derived, &selection).expect("figures").len() >= 8);
+    }
 }

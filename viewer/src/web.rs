@@ -1,13 +1,15 @@
 //! The browser surface (wasm-bindgen): a [`Viewer`] holds a decoded bundle
 //! and the reader's selection, and redraws the figures on canvases with the
-//! same chart functions the engine uses for its SVG files.
+//! same chart functions the engine uses for its SVG files, through the
+//! backend in `web/canvas.rs` that keeps a redraw within a frame.
 //!
 //! The page's script (templates/report.js) builds the controls from
 //! [`Viewer::manifest_json`], passes every change as a URL fragment, and
 //! shows the numbers [`Viewer::draw`] returns.
 
+mod canvas;
+
 use plotters::prelude::IntoDrawingArea;
-use plotters_canvas::CanvasBackend;
 use wasm_bindgen::prelude::*;
 
 use crate::bundle::Bundle;
@@ -22,6 +24,8 @@ pub struct Viewer {
     /// What each canvas shows now: a figure whose data did not change is not
     /// redrawn (a layer change leaves the behaviour figure as it is).
     drawn: std::collections::HashMap<String, crate::figures::Figure>,
+    /// What the canvas backend keeps from one redraw to the next.
+    canvas: canvas::Reusable,
 }
 
 #[wasm_bindgen]
@@ -37,6 +41,7 @@ impl Viewer {
             selection,
             derived: None,
             drawn: std::collections::HashMap::new(),
+            canvas: canvas::Reusable::default(),
         })
     }
 
@@ -96,9 +101,14 @@ impl Viewer {
                 .dyn_into()
                 .map_err(|_| JsError::new(&format!("`{prefix}{name}` is not a canvas")))?;
             let (width, height) = crate::charts::figure_size(figure);
-            canvas.set_width(width);
-            canvas.set_height(height);
-            let backend = CanvasBackend::with_canvas_object(canvas)
+            // Setting a size clears the canvas even when it is the same, and
+            // marks the page for a new layout; the figure fills its whole
+            // area first anyway.
+            if (canvas.width(), canvas.height()) != (width, height) {
+                canvas.set_width(width);
+                canvas.set_height(height);
+            }
+            let backend = canvas::Canvas::new(canvas, &document, &mut self.canvas)
                 .ok_or_else(|| JsError::new("the canvas has no 2D context"))?;
             let area = backend.into_drawing_area();
             crate::charts::draw(&area, figure).map_err(|e| JsError::new(&e.to_string()))?;

@@ -289,16 +289,9 @@ fn peak_rss_bytes() -> u64 {
 fn run_bundle() -> anyhow::Result<()> {
     use viewer::synthetic::{bundle, Spec};
     use viewer::view::{figures, Derived, Selection};
-    let default_size = Spec {
-        layers: 30,
-        heads: 9,
-        targets: 36,
-        conditions: 9,
-        seed: 1,
-    };
     say!("study                     raw MB  bundle MB  encode  decode  derive  figures  svg")?;
     for (name, spec) in [
-        ("default-sized (30×9, 36)", default_size),
+        ("default-sized (30×9, 36)", Spec::DEFAULT_SIZED),
         ("70B-sized (80×64, 400)", Spec::LLAMA_70B),
     ] {
         let b = bundle(spec);

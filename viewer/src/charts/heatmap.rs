@@ -9,8 +9,9 @@
 //!   gain that patching the 0-shot run at each layer recovers (white = none,
 //!   full vermillion = all of it).
 //!
-//! 80 layers × 64 heads is about 5000 rectangles, cheap for both the SVG and
-//! the canvas; neighbouring cells of one colour are still merged.
+//! 80 layers × 64 heads is about 5000 rectangles, cheap for the SVG;
+//! neighbouring cells of one colour are still merged. The viewer's canvas
+//! backend (`web/canvas.rs`) draws small cells like these as one image.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;

@@ -21,8 +21,9 @@ use crate::figures::MatrixPanels;
 
 /// Most cells drawn per side of a panel: a panel is about 230 pixels wide,
 /// so 100 cells are 2 pixels or more each, and three panels stay near 30,000
-/// rectangles, which a canvas redraws within the 100 ms the viewer aims for
-/// on a 70B-sized study (measured in tests/report_browser.rs).
+/// rectangles, which keeps the SVG small (the viewer's canvas draws a
+/// panel's cells as one image; its redraw is measured in
+/// tests/report_browser.rs).
 pub(crate) const MAX_CELLS: usize = 100;
 const AXIS_LABEL: &str = "item";
 const PANEL_X_LABEL_AREA: u32 = 40;
