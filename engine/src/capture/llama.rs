@@ -45,6 +45,11 @@ impl FlashAttention {
 static RECENT_PROBLEMS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
 const RECENT_PROBLEMS_KEPT: usize = 16;
 
+/// Why llama.cpp's GPU backend found no device, as it logged it when the
+/// backends started (for example "CUDA driver version is insufficient for
+/// CUDA runtime version" where no NVIDIA driver is installed).
+static GPU_INIT_FAILURE: Mutex<Option<String>> = Mutex::new(None);
+
 /// llama.cpp sends log text in pieces (`GGML_LOG_LEVEL_CONT` continues the
 /// previous line); we assemble whole lines before handing them to `tracing`.
 static LOG_LINE: Mutex<(i32, String)> = Mutex::new((0, String::new()));
@@ -83,6 +88,14 @@ fn emit_log_line(level: i32, text: &str) {
         sys::GGML_LOG_LEVEL_WARN => tracing::debug!(target: "llama.cpp", "warning: {text}"),
         sys::GGML_LOG_LEVEL_INFO => tracing::debug!(target: "llama.cpp", "{text}"),
         _ => tracing::trace!(target: "llama.cpp", "{text}"),
+    }
+    if level == sys::GGML_LOG_LEVEL_ERROR {
+        // ggml-cuda: "ggml_cuda_init: failed to initialize CUDA: <reason>".
+        if let Some((_, reason)) = text.split_once("failed to initialize CUDA: ") {
+            if let Ok(mut failure) = GPU_INIT_FAILURE.lock() {
+                *failure = Some(reason.trim().to_string());
+            }
+        }
     }
     if level == sys::GGML_LOG_LEVEL_ERROR || level == sys::GGML_LOG_LEVEL_WARN {
         if let Ok(mut recent) = RECENT_PROBLEMS.lock() {
@@ -137,6 +150,16 @@ pub(crate) fn supports_gpu_offload() -> bool {
     init_backend();
     // SAFETY: a pure query with no arguments.
     unsafe { sys::llama_supports_gpu_offload() }
+}
+
+/// Why this build's GPU backend has no device, in CUDA's words, when it said
+/// (no driver, no GPU visible); `None` when it found one or said nothing.
+pub(crate) fn gpu_init_failure() -> Option<String> {
+    init_backend();
+    // The backends start on the first query (here or earlier), logging why
+    // they found no device.
+    supports_gpu_offload();
+    GPU_INIT_FAILURE.lock().ok().and_then(|f| f.clone())
 }
 
 // ---------------------------------------------------------------------------

@@ -44,6 +44,8 @@ pub enum CaptureError {
     ContextFailed { n_ctx: u32, reason: String },
     #[error("--n-gpu-layers {0} asks for GPU offload, but this engine was built without GPU support: rebuild with `--features cuda`, or drop the flag")]
     NoGpuSupport(i32),
+    #[error("--n-gpu-layers {n_gpu_layers} asks for GPU offload, but this CUDA build of the engine finds no GPU here ({reason}): check that `nvidia-smi` lists one and that CUDA_VISIBLE_DEVICES does not hide it, or drop the flag to run on the CPU")]
+    NoGpuFound { n_gpu_layers: i32, reason: String },
     #[error("this engine's llama.cpp was compiled for CPU features this machine lacks ({0}); rebuild it here: `cargo clean -p llama-cpp-sys-2 && cargo build --release` without GGML_AVX512 set")]
     CpuUnsupported(String),
     #[error("the prompt is empty: give some text with --prompt or --prompt-file")]
@@ -123,7 +125,14 @@ impl Model {
     pub fn load(options: &ModelOptions) -> Result<Model, CaptureError> {
         let path = options.path.clone();
         if options.n_gpu_layers != 0 && !llama::supports_gpu_offload() {
-            return Err(CaptureError::NoGpuSupport(options.n_gpu_layers));
+            return Err(if cfg!(feature = "cuda") {
+                CaptureError::NoGpuFound {
+                    n_gpu_layers: options.n_gpu_layers,
+                    reason: no_gpu_reason(llama::gpu_init_failure()),
+                }
+            } else {
+                CaptureError::NoGpuSupport(options.n_gpu_layers)
+            });
         }
         let missing = super::cpu::missing_features(&llama::llama_build_info());
         if !missing.is_empty() {
@@ -259,6 +268,18 @@ impl Model {
                 supported: RECOMPUTE_ARCHITECTURES,
             })
         }
+    }
+}
+
+/// Why a CUDA build has no GPU, from what CUDA said when it started (the
+/// driver is loaded at run time, so a machine without one gets this too).
+fn no_gpu_reason(cuda: Option<String>) -> String {
+    match cuda {
+        Some(reason) if reason.contains("driver version is insufficient") => format!(
+            "CUDA says \"{reason}\": the NVIDIA driver is missing, or older than this engine's CUDA"
+        ),
+        Some(reason) => format!("CUDA says \"{reason}\""),
+        None => "llama.cpp's CUDA backend lists no device".to_string(),
     }
 }
 
