@@ -263,3 +263,32 @@ pub fn wilson_interval(successes: usize, n: usize, z: f64) -> (f64, f64) {
     };
     (low.max(0.0), high.min(1.0))
 }
+
+/// Correct/wrong behaviour of a group of targets: how many of the finite
+/// values are correct (≥ 0.5; values are 1 or 0) and the 95% Wilson
+/// interval of that proportion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProportionCorrect {
+    pub correct: usize,
+    pub n: usize,
+    pub proportion: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// The [`ProportionCorrect`] of the finite `values`; `None` without any.
+pub fn proportion_correct(values: &[f64]) -> Option<ProportionCorrect> {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return None;
+    }
+    let correct = finite.iter().filter(|&&v| v >= 0.5).count();
+    let (low, high) = wilson_interval(correct, finite.len(), Z_95);
+    Some(ProportionCorrect {
+        correct,
+        n: finite.len(),
+        proportion: correct as f64 / finite.len() as f64,
+        low,
+        high,
+    })
+}

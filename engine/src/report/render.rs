@@ -18,7 +18,7 @@ use viewer::view::{self, fmt_number, Derived, Selection, FIGURES};
 
 use super::templates::Templates;
 use crate::analysis::resample::{derive_seed, named_stream};
-use crate::analysis::stats::{bootstrap_mean_interval, wilson_interval, Z_95};
+use crate::analysis::stats::bootstrap_mean_interval;
 
 /// The compiled viewer (wasm-bindgen output of the `viewer` crate, built by
 /// `scripts/build-viewer.sh` and committed, so that building the engine
@@ -397,18 +397,17 @@ fn behaviour_sentences(
     };
     let label = |s: usize| data.groups.get(s).map_or("", |g| g.0.as_str());
     if data.proportions {
-        let state = |s: usize| {
-            let values = state_values(s);
-            let correct = values.iter().filter(|&&v| v >= 0.5).count();
-            let (low, high) = wilson_interval(correct, values.len(), Z_95);
-            format!(
-                "{} ({correct} of {}; 95% Wilson interval {} to {}) at {}",
-                percent(correct as f64 / values.len() as f64),
-                values.len(),
-                percent(low),
-                percent(high),
+        let state = |s: usize| match viewer::stats::proportion_correct(&state_values(s)) {
+            Some(share) => format!(
+                "{} ({} of {}; 95% Wilson interval {} to {}) at {}",
+                percent(share.proportion),
+                share.correct,
+                share.n,
+                percent(share.low),
+                percent(share.high),
                 label(s)
-            )
+            ),
+            None => format!("n/a at {}", label(s)),
         };
         vec![format!("Accuracy is {} and {}.", state(0), state(1))]
     } else {

@@ -19,7 +19,7 @@ use super::parts::{self, Mark};
 use super::style::{self, INK, MARGIN, X_LABEL_AREA, Y_LABEL_AREA};
 use super::ChartError;
 use crate::figures::BehaviorByCondition;
-use crate::stats::{wilson_interval, Z_95};
+use crate::stats::proportion_correct;
 
 const X_LABEL: &str = "condition";
 /// Fraction of a condition's slot the boxes of all states share.
@@ -205,9 +205,10 @@ fn draw_proportion<DB: DrawingBackend>(
     width: f64,
     colour: RGBColor,
 ) -> Result<(), ChartError> {
-    let Some((p, (lo, hi))) = proportion_correct(vals) else {
+    let Some(share) = proportion_correct(vals) else {
         return Ok(());
     };
+    let (p, lo, hi) = (share.proportion, share.low, share.high);
     let (left, right) = (centre - width / 2.0, centre + width / 2.0);
     chart.draw_series([
         Rectangle::new([(left, 0.0), (right, p)], colour.mix(0.35).filled()),
@@ -221,20 +222,6 @@ fn draw_proportion<DB: DrawingBackend>(
         PathElement::new(vec![(centre - cap, hi), (centre + cap, hi)], ink),
     ])?;
     Ok(())
-}
-
-/// The proportion of finite values that are correct (≥ 0.5) and its 95%
-/// Wilson interval; `None` without finite values.
-pub(crate) fn proportion_correct(vals: &[f64]) -> Option<(f64, (f64, f64))> {
-    let finite: Vec<f64> = vals.iter().copied().filter(|v| v.is_finite()).collect();
-    if finite.is_empty() {
-        return None;
-    }
-    let correct = finite.iter().filter(|&&v| v >= 0.5).count();
-    Some((
-        correct as f64 / finite.len() as f64,
-        wilson_interval(correct, finite.len(), Z_95),
-    ))
 }
 
 /// Box, whiskers, median and every value of one condition and state.
@@ -306,11 +293,12 @@ mod tests {
 
     #[test]
     fn proportion_correct_counts_finite_values_with_a_wilson_interval() {
-        let (p, (lo, hi)) =
+        let share =
             proportion_correct(&[1.0, 0.0, 1.0, 1.0, f64::NAN]).unwrap_or_else(|| panic!("none"));
-        assert_eq!(p, 0.75);
-        assert_eq!((lo, hi), wilson_interval(3, 4, Z_95));
-        assert!(lo < p && p < hi);
+        assert_eq!((share.correct, share.n, share.proportion), (3, 4, 0.75));
+        let (lo, hi) = crate::stats::wilson_interval(3, 4, crate::stats::Z_95);
+        assert_eq!((share.low, share.high), (lo, hi));
+        assert!(lo < share.proportion && share.proportion < hi);
         assert_eq!(proportion_correct(&[f64::NAN]), None);
     }
 
