@@ -168,6 +168,30 @@ pub struct ModelEntry {
     pub n_head_kv: usize,
     /// Block indices analysed: the `layer` axis of every array of this model.
     pub layers: Vec<usize>,
+    /// How its attention was read: `recomputed` (from the RoPE'd queries
+    /// and keys) or `materialized` (llama.cpp's own probabilities, flash
+    /// attention off). Absent in bundles written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_path: Option<String>,
+    /// The chat template every prompt was rendered through, when one was;
+    /// absent for plain-text prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatEntry>,
+}
+
+/// How the prompts of a chat model were rendered: each prompt one user
+/// turn through `template`, the assistant's turn opened for the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatEntry {
+    /// `model` (the template in the model's GGUF) or `experiment` (the
+    /// experiment's `capture.chat_template`).
+    pub origin: String,
+    pub template: String,
+    /// What the template printed as `bos_token` and `eos_token`.
+    pub bos_token: String,
+    pub eos_token: String,
+    /// The tokenizer adds BOS itself (a BOS the template printed first was dropped).
+    pub tokenizer_adds_bos: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -294,6 +294,8 @@ fn one_model(spec: Spec, model: &str) -> Bundle {
                 n_head: heads,
                 n_head_kv: heads / 8,
                 layers: (0..layers).collect(),
+                attention_path: None,
+                chat: None,
             }],
             tasks: vec![TaskEntry {
                 name: task.to_string(),

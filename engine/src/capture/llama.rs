@@ -301,6 +301,15 @@ impl LlamaModel {
         }
     }
 
+    /// The begin- and end-of-sequence tokens, where the vocabulary has them.
+    pub(crate) fn bos_eos(&self) -> (Option<i32>, Option<i32>) {
+        let v = self.vocab.as_ptr();
+        // SAFETY: pure getters on the live vocab; -1 (LLAMA_TOKEN_NULL) means none.
+        let (bos, eos) = unsafe { (sys::llama_vocab_bos(v), sys::llama_vocab_eos(v)) };
+        let some = |t: i32| (t >= 0).then_some(t);
+        (some(bos), some(eos))
+    }
+
     /// A human description, e.g. `llama 135M Q4_1`.
     pub(crate) fn description(&self) -> String {
         let mut buf = vec![0u8; 256];
@@ -314,21 +323,29 @@ impl LlamaModel {
     /// A metadata value as a string (`general.architecture`, ...).
     pub(crate) fn meta(&self, key: &str) -> Option<String> {
         let key = CString::new(key).ok()?;
+        // Chat templates run to several KB: a first try with a small buffer
+        // says how long the value is (as snprintf does), a second reads it.
         let mut buf = vec![0u8; 512];
-        // SAFETY: `key` is NUL-terminated; `buf` is writable for its length.
-        let n = unsafe {
-            sys::llama_model_meta_val_str(
-                self.ptr.as_ptr(),
-                key.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return None;
+        loop {
+            // SAFETY: `key` is NUL-terminated; `buf` is writable for its length.
+            let n = unsafe {
+                sys::llama_model_meta_val_str(
+                    self.ptr.as_ptr(),
+                    key.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                return None;
+            }
+            let n = n as usize;
+            if n < buf.len() {
+                buf.truncate(n);
+                return Some(String::from_utf8_lossy(&buf).into_owned());
+            }
+            buf = vec![0u8; n + 1];
         }
-        buf.truncate((n as usize).min(buf.len() - 1));
-        Some(String::from_utf8_lossy(&buf).into_owned())
     }
 
     /// Tokenizes `text`; `add_special` adds BOS/EOS as the model asks,
@@ -675,6 +692,11 @@ impl<'m> LlamaContext<'m> {
         params.n_threads = p.n_threads;
         params.n_threads_batch = p.n_threads;
         params.flash_attn_type = p.flash_attention.to_sys();
+        // Sliding-window layers keep every cell, as the other layers do: a
+        // smaller cache drops cells outside the window, so a kept prefix
+        // could not be reused and llama.cpp's softmax rows would not be in
+        // position order. No effect on models without sliding windows.
+        params.swa_full = true;
         params.embeddings = p.embeddings;
         if p.embeddings {
             params.pooling_type = sys::LLAMA_POOLING_TYPE_NONE;

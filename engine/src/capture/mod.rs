@@ -10,6 +10,7 @@
 //! proportion to layers × heads × spans, never layers × heads × tokens².
 
 mod answers;
+mod architectures;
 mod cpu;
 mod llama;
 mod observer;
@@ -18,6 +19,10 @@ mod request;
 mod session;
 
 pub use answers::AnswerBatch;
+pub use architectures::{
+    architecture_table, plan_attention, recomputes, ArchitectureSupport, AttentionPlan,
+    FlashAttentionRefused, RECOMPUTED,
+};
 pub(crate) use llama::supports_gpu_offload;
 pub use llama::{llama_build_info, FlashAttention, GgufSummary};
 pub use patching::{Patch, PatchJob, PatchMode, PatchRunner, PatchedRun};

@@ -15,6 +15,7 @@
 
 use half::f16;
 
+use super::architectures::AttentionRecipe;
 use super::llama::{GraphObserver, GraphOp, GraphTensor};
 use super::request::{
     AttentionKeep, AttentionPath, CaptureRequest, F32Array, HiddenRequest, Pooling,
@@ -43,9 +44,9 @@ impl Dims {
 
 /// How the recomputed path scores keys (ignored by the materialized path).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Recompute {
-    /// The factor applied to q·k before softmax (1/√head_dim for llama).
-    pub kq_scale: Option<f32>,
+pub(crate) struct Recompute<'a> {
+    /// The architecture's arithmetic between `Qcur`/`Kcur` and the softmax.
+    pub recipe: &'a AttentionRecipe,
     /// Round q and k to float16 before the dot product, as llama.cpp does when
     /// its KV cache is float16 (the default): this makes the recomputed rows
     /// match the materialized ones to float32 rounding instead of ~1e-3.
@@ -66,7 +67,7 @@ pub(crate) struct CaptureObserver<'r> {
     request: &'r CaptureRequest,
     dims: Dims,
     path: AttentionPath,
-    recompute: Recompute,
+    recompute: Recompute<'r>,
     /// The RoPE'd keys of the prefix positions `0..offset`, per layer
     /// (`[offset, n_head_kv · head_dim]`), recorded when the prefix ran:
     /// the recomputed path needs them and this decode does not produce them.
@@ -104,7 +105,7 @@ impl<'r> CaptureObserver<'r> {
         request: &'r CaptureRequest,
         dims: Dims,
         path: AttentionPath,
-        recompute: Recompute,
+        recompute: Recompute<'r>,
         outputs: &[bool],
         prefix_keys: Option<&'r [Vec<f32>]>,
     ) -> Self {
@@ -384,17 +385,26 @@ impl<'r> CaptureObserver<'r> {
         Ok(())
     }
 
-    /// softmax(q·k · scale) over the causal prefix, from the stored queries and keys.
+    /// The attention rows of layer `il` from the stored queries and keys,
+    /// as llama.cpp computes them: q (times the recipe's factor) and k
+    /// rounded to float16, scores q·k · scale, soft-capped where the
+    /// architecture caps them, masked outside the causal prefix (and the
+    /// sliding window, in the layers that slide), softmax.
     fn recompute_layer(&mut self, il: usize, head_dim: usize, n_head_kv: usize) {
         let Some(request) = self.request.attention.as_ref() else {
             return;
         };
         let d = self.dims;
         let group = d.n_head / n_head_kv;
-        let scale = self
-            .recompute
-            .kq_scale
-            .unwrap_or(1.0 / (head_dim as f32).sqrt());
+        let recipe = self.recompute.recipe;
+        let scale = recipe.kq_scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
+        let q_scale = recipe.q_scale;
+        let soft_cap = recipe.soft_cap;
+        let window = recipe
+            .sliding_window
+            .as_ref()
+            .filter(|w| w.applies_to(il))
+            .map(|w| w.window);
         let round_to_f16 = self.recompute.round_to_f16;
         let round = |x: f32| {
             if round_to_f16 {
@@ -413,27 +423,39 @@ impl<'r> CaptureObserver<'r> {
             for (qi, &pos) in request.queries.iter().enumerate() {
                 let q_start = qi * q_width + h * head_dim;
                 for (dst, &src) in q.iter_mut().zip(&self.queries[q_start..q_start + head_dim]) {
-                    *dst = round(src);
+                    *dst = round(match q_scale {
+                        Some(factor) => src * factor,
+                        None => src,
+                    });
                 }
                 row.iter_mut().for_each(|x| *x = 0.0);
+                // llama.cpp masks key j of query p when p − j ≥ window.
+                let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
                 let mut max = f32::NEG_INFINITY;
-                for (j, score) in row.iter_mut().enumerate().take(pos + 1) {
+                for (j, score) in row.iter_mut().enumerate().take(pos + 1).skip(first) {
                     let k = &keys[j * k_width + g * head_dim..j * k_width + (g + 1) * head_dim];
                     let dot: f64 = q
                         .iter()
                         .zip(k)
                         .map(|(&a, &b)| f64::from(a) * f64::from(b))
                         .sum();
-                    *score = dot as f32 * scale;
+                    let mut s = dot as f32;
+                    if let Some(cap) = soft_cap {
+                        s = (s * (1.0 / cap)).tanh() * cap;
+                    }
+                    *score = s * scale;
                     max = max.max(*score);
                 }
                 let mut sum = 0.0f64;
-                for score in row.iter_mut().take(pos + 1) {
+                for score in row.iter_mut().take(pos + 1).skip(first) {
                     *score = (*score - max).exp();
                     sum += f64::from(*score);
                 }
                 let inv = (1.0 / sum) as f32;
-                row.iter_mut().take(pos + 1).for_each(|x| *x *= inv);
+                row.iter_mut()
+                    .take(pos + 1)
+                    .skip(first)
+                    .for_each(|x| *x *= inv);
                 self.store_row(il, h, qi, &row);
             }
         }

@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::architectures::{attention_recipe, AttentionPlan, AttentionRecipe, RecipeInputs};
 use super::llama::{self, FlashAttention, LlamaContext, LlamaModel, RawContextParams};
 use super::observer::{CaptureObserver, Dims, PrefixKeyRecorder, Recompute};
 use super::request::{Activations, AttentionPath, CaptureRequest, F32Array, HiddenRequest};
@@ -62,10 +63,18 @@ pub enum CaptureError {
     Tokenize(String),
     #[error("the capture request does not fit the prompt: {0}")]
     BadRequest(String),
-    #[error("recomputed attention is only verified for the llama-like architectures {supported:?}, and this model is `{architecture}`: pass --flash-attn off to read llama.cpp's attention directly")]
+    #[error("recomputed attention is only verified for the architectures {supported}, and this model is `{architecture}`: pass --flash-attn off to read llama.cpp's attention directly")]
     RecomputeUnsupported {
         architecture: String,
-        supported: &'static [&'static str],
+        supported: String,
+    },
+    #[error(transparent)]
+    FlashAttentionRefused(#[from] super::architectures::FlashAttentionRefused),
+    #[error("model file `{path}` (architecture `{architecture}`) has no {missing}, which the engine captures: llama.cpp names this architecture's tensors differently, so it cannot be studied with this engine yet (report the architecture, with the model's name, to the engine's maintainers)")]
+    TensorsMissing {
+        path: PathBuf,
+        architecture: String,
+        missing: String,
     },
     #[error("llama.cpp failed while running the prompt: {0}")]
     Decode(String),
@@ -81,11 +90,13 @@ impl CaptureError {
     }
 }
 
-/// Architectures whose attention is plain causal softmax(q·k·scale) with the
-/// RoPE'd `Qcur`/`Kcur` as inputs, so that the recomputed path is exact.
-/// Others (soft-capping, ALiBi, sliding windows, QK-norm after RoPE) need the
-/// materialized path.
-const RECOMPUTE_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "granite"];
+/// The recipe of a capture that recomputes nothing.
+const NO_RECIPE: AttentionRecipe = AttentionRecipe {
+    q_scale: None,
+    kq_scale: None,
+    soft_cap: None,
+    sliding_window: None,
+};
 
 /// Where and how to load a model.
 #[derive(Debug, Clone)]
@@ -110,6 +121,44 @@ pub struct ModelInfo {
     pub n_vocab: usize,
     pub n_ctx_train: usize,
     pub adds_bos: bool,
+    /// Whether the engine can recompute this model's attention (its
+    /// architecture is verified and its metadata says how).
+    pub recomputable: bool,
+    /// The chat template in the GGUF (`tokenizer.chat_template`), if any.
+    pub chat_template: Option<String>,
+    /// The text of the begin- and end-of-sequence tokens (what a chat
+    /// template prints as `bos_token` and `eos_token`).
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+}
+
+impl ModelInfo {
+    /// The attention plan of this model when the user asked for
+    /// `flash_attention` ([`super::plan_attention`], which this follows
+    /// unless the file's metadata leaves the recomputation unknown).
+    pub fn plan_attention(
+        &self,
+        flash_attention: FlashAttention,
+    ) -> Result<AttentionPlan, CaptureError> {
+        let plan = super::architectures::plan_attention(&self.architecture, flash_attention)?;
+        if plan.path == AttentionPath::Recomputed && !self.recomputable {
+            if flash_attention == FlashAttention::On {
+                return Err(super::architectures::FlashAttentionRefused {
+                    architecture: self.architecture.clone(),
+                }
+                .into());
+            }
+            return Ok(AttentionPlan {
+                path: AttentionPath::Materialized,
+                flash_attention: FlashAttention::Off,
+                reason: format!(
+                    "`{}`: llama.cpp's own attention probabilities, flash attention off (this file's sliding-window metadata is not one the engine can repeat)",
+                    self.architecture
+                ),
+            });
+        }
+        Ok(plan)
+    }
 }
 
 /// A loaded model.
@@ -117,7 +166,8 @@ pub struct ModelInfo {
 pub struct Model {
     inner: LlamaModel,
     info: ModelInfo,
-    attention_scale: Option<f32>,
+    /// How llama.cpp scores attention, where the engine recomputes it.
+    recipe: Option<AttentionRecipe>,
 }
 
 impl Model {
@@ -163,10 +213,15 @@ impl Model {
             .architecture
             .clone()
             .unwrap_or_else(|| "unknown".to_string());
-        let attention_scale = inner
-            .meta(&format!("{architecture}.attention.scale"))
-            .and_then(|s| s.trim().parse::<f32>().ok())
-            .filter(|&s| s != 0.0);
+        let meta = |key: &str| inner.meta(key);
+        let (bos, eos) = inner.bos_eos();
+        let recipe = attention_recipe(&RecipeInputs {
+            architecture: &architecture,
+            n_layer: dims.n_layer,
+            n_embd: dims.n_embd,
+            n_head: dims.n_head,
+            meta: &meta,
+        });
         let info = ModelInfo {
             path,
             file_len,
@@ -180,11 +235,15 @@ impl Model {
             n_vocab: dims.n_vocab,
             n_ctx_train: dims.n_ctx_train,
             adds_bos: dims.add_bos,
+            recomputable: recipe.is_some(),
+            chat_template: inner.meta("tokenizer.chat_template"),
+            bos_token: bos.map(|t| String::from_utf8_lossy(&inner.token_bytes(t)).into_owned()),
+            eos_token: eos.map(|t| String::from_utf8_lossy(&inner.token_bytes(t)).into_owned()),
         };
         Ok(Model {
             inner,
             info,
-            attention_scale,
+            recipe,
         })
     }
 
@@ -259,15 +318,17 @@ impl Model {
         &self.inner
     }
 
-    fn recompute_check(&self) -> Result<(), CaptureError> {
-        if RECOMPUTE_ARCHITECTURES.contains(&self.info.architecture.as_str()) {
-            Ok(())
-        } else {
-            Err(CaptureError::RecomputeUnsupported {
+    fn recipe(&self) -> Result<&AttentionRecipe, CaptureError> {
+        self.recipe
+            .as_ref()
+            .ok_or_else(|| CaptureError::RecomputeUnsupported {
                 architecture: self.info.architecture.clone(),
-                supported: RECOMPUTE_ARCHITECTURES,
+                supported: super::architectures::RECOMPUTED
+                    .iter()
+                    .map(|a| a.architecture)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
-        }
     }
 }
 
@@ -486,6 +547,38 @@ impl<'m> Session<'m> {
             })
     }
 
+    /// Runs a two-token prompt with a request for every tensor the study
+    /// reads (each layer's hidden state and attention, by this session's
+    /// path), so that a model whose graph names them differently is refused
+    /// before any real capture, naming what is missing.
+    pub fn check_graph(&mut self) -> Result<(), CaptureError> {
+        let mut tokens = self.model.tokenize("Hello world", false)?;
+        tokens.truncate(2);
+        let n = tokens.len();
+        let request = CaptureRequest {
+            hidden: HiddenRequest::Pooled(vec![super::Pooling::Token(n - 1)]),
+            attention: Some(super::AttentionRequest {
+                queries: vec![n - 1],
+                keep: super::AttentionKeep::SpanMass(std::iter::once(0..n).collect()),
+            }),
+            final_norm: false,
+            all_logits: false,
+        };
+        match self.capture(&tokens, &request) {
+            Err(CaptureError::Decode(problem)) if problem.contains("never produced") => {
+                Err(CaptureError::TensorsMissing {
+                    path: self.model.info.path.clone(),
+                    architecture: self.model.info.architecture.clone(),
+                    missing: problem
+                        .split_once("never produced ")
+                        .map_or(problem.clone(), |(_, what)| what.to_string()),
+                })
+            }
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+        }
+    }
+
     /// Tokenizes and captures `text`.
     pub fn capture_text(
         &mut self,
@@ -544,9 +637,10 @@ impl<'m> Session<'m> {
         self.validate(tokens, request)?;
         let info = &self.model.info;
         let path = self.attention_path();
-        if request.attention.is_some() && path == AttentionPath::Recomputed {
-            self.model.recompute_check()?;
-        }
+        let recipe = match (&request.attention, path) {
+            (Some(_), AttentionPath::Recomputed) => self.model.recipe()?,
+            _ => &NO_RECIPE,
+        };
         if prefix_len > 0 {
             check_after_prefix(n, prefix_len, request)?;
         }
@@ -559,7 +653,7 @@ impl<'m> Session<'m> {
             offset: prefix_len,
         };
         let recompute = Recompute {
-            kq_scale: self.model.attention_scale,
+            recipe,
             round_to_f16: true,
         };
         if !self.options.with_callback && *request != CaptureRequest::default() {

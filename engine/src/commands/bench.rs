@@ -349,6 +349,9 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
     let model = Model::load(&args.model.model_options()?)?;
     let load = started.elapsed();
     let info = model.info().clone();
+    let (experiment, chat) =
+        crate::study::prompting::prompts_for_model(&experiment, "bench", &info)?;
+    let experiment = experiment.into_owned();
     let layers = experiment.layers(info.n_layer)?;
     let tokenized = crate::study::tokenize_all(&model, &experiment)?;
     let total_tokens: usize = tokenized.tokens.iter().map(Vec::len).sum();
@@ -386,7 +389,11 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
         }))?;
         std::fs::write(path, text)?;
     }
-    let base = args.model.runtime.context_options();
+    // The attention path as `engine report` decides it.
+    let plan = info.plan_attention(args.model.runtime.flash_attn)?;
+    let mut base = args.model.runtime.context_options();
+    base.flash_attention = plan.flash_attention;
+    base.attention_path = Some(plan.path);
     let options = crate::study::context_for(&experiment, &tokenized, &model, base.clone())?;
     say!(
         "pipeline on {} prompts ({} tokens, {} answer tokens each), {} layers; model load {:.1} s",
@@ -523,6 +530,8 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
         records,
         capture_seconds: t_capture.as_secs_f64(),
         patching: patching.as_ref().and_then(|p| p.0.clone()),
+        attention: plan.clone(),
+        chat,
     };
     let started = Instant::now();
     let results = crate::study::analyze(&experiment, std::slice::from_ref(&run))?;

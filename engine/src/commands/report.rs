@@ -126,7 +126,7 @@ pub(crate) fn publish_into(
         match runner::capture_model(&job)? {
             CaptureOutcome::Complete(run) => {
                 record.capture(&run);
-                runs.push(run);
+                runs.push(*run);
             }
             CaptureOutcome::Shard {
                 cache,

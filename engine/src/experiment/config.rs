@@ -81,6 +81,18 @@ pub struct CaptureOptions {
     /// fixed by the experiment (consecutive prompts of one task in capture
     /// order), so resumed and sharded runs batch them the same way.
     pub answer_batch: usize,
+    /// How each prompt reaches the model: `none` (plain text, as written),
+    /// `model` (one user turn through the chat template in the model's
+    /// GGUF, the assistant's turn opened for the answer), or a chat
+    /// template of your own (Jinja, as Hugging Face writes them). Left out
+    /// of the resolved experiment when `none`, so that plain-text runs keep
+    /// their cache keys and bundles.
+    #[serde(skip_serializing_if = "is_plain_text")]
+    pub chat_template: String,
+}
+
+fn is_plain_text(chat_template: &str) -> bool {
+    chat_template == "none"
 }
 
 impl Default for CaptureOptions {
@@ -91,6 +103,7 @@ impl Default for CaptureOptions {
             layers: None,
             reuse_prefix: true,
             answer_batch: 8,
+            chat_template: "none".into(),
         }
     }
 }

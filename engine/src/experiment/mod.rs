@@ -5,6 +5,7 @@
 //! instance becomes a pair of prompts, 0-shot and k-shot. Everything is
 //! validated here, before any model work.
 
+pub mod chat;
 pub mod config;
 pub mod prompts;
 pub mod scoring;
@@ -69,6 +70,8 @@ pub struct Experiment {
     pub tasks: Vec<Task>,
     pub prompts: Vec<Prompt>,
     pub pooling: PoolingChoice,
+    /// How the prompts reach each model (`capture.chat_template`).
+    pub chat: chat::ChatTemplate,
 }
 
 /// Finds the line of a key in the experiment file, for messages.
@@ -145,6 +148,22 @@ impl Experiment {
                 "must be `last`, `mean:SEGMENT` or `max:SEGMENT` (for example `max:query`)",
             )
         })?;
+        let chat = chat::ChatTemplate::parse(&file.capture.chat_template).ok_or_else(|| {
+            at.invalid(
+                None,
+                "capture.chat_template",
+                "must be `none`, `model` (the template in the model's GGUF) or a chat template (Jinja text with `{{ messages }}`)",
+            )
+        })?;
+        if let chat::ChatTemplate::Inline(source) = &chat {
+            chat::ChatRenderer::new(source, chat::ChatTokens::placeholder()).map_err(|e| {
+                at.invalid(
+                    None,
+                    "capture.chat_template",
+                    format!("does not compile: {e}"),
+                )
+            })?;
+        }
         let mut tasks = Vec::new();
         let mut names = BTreeSet::new();
         for (t, task_file) in file.tasks.iter().enumerate() {
@@ -182,6 +201,7 @@ impl Experiment {
             tasks,
             prompts,
             pooling,
+            chat,
         })
     }
 

@@ -73,8 +73,50 @@ fn describe(e: minijinja::Error) -> String {
     message
 }
 
+/// The text with its segments marked again, as [`render`] marks them
+/// before stripping: `strip_segments(&mark(text, segments))` gives back
+/// `text` and `segments`. Segments must nest (as rendered ones do).
+pub(crate) fn mark(text: &str, segments: &BTreeMap<String, Vec<Range<usize>>>) -> String {
+    // Opens in order of start, the outer (longer) first; closes in order of
+    // end, the inner (later-opened) first.
+    let mut spans: Vec<(&str, &Range<usize>)> = segments
+        .iter()
+        .flat_map(|(label, ranges)| ranges.iter().map(move |r| (label.as_str(), r)))
+        .collect();
+    spans.sort_by(|a, b| a.1.start.cmp(&b.1.start).then(b.1.end.cmp(&a.1.end)));
+    let mut out = String::with_capacity(text.len() + spans.len() * 16);
+    let mut open: Vec<usize> = Vec::new();
+    let mut next = 0;
+    let mut at = 0;
+    let close_until = |out: &mut String, open: &mut Vec<usize>, pos: usize, at: &mut usize| {
+        while let Some(&end) = open.last() {
+            if end > pos {
+                break;
+            }
+            out.push_str(&text[*at..end]);
+            *at = end;
+            out.push(CLOSE);
+            open.pop();
+        }
+    };
+    while next < spans.len() {
+        let (label, range) = spans[next];
+        close_until(&mut out, &mut open, range.start, &mut at);
+        out.push_str(&text[at..range.start]);
+        at = range.start;
+        out.push(OPEN);
+        out.push_str(label);
+        out.push(LABEL_END);
+        open.push(range.end);
+        next += 1;
+    }
+    close_until(&mut out, &mut open, text.len(), &mut at);
+    out.push_str(&text[at..]);
+    out
+}
+
 /// Removes the sentinel marks and records where each segment ended up.
-fn strip_segments(marked: &str) -> Result<Rendered, String> {
+pub(crate) fn strip_segments(marked: &str) -> Result<Rendered, String> {
     let mut text = String::with_capacity(marked.len());
     let mut segments: BTreeMap<String, Vec<Range<usize>>> = BTreeMap::new();
     let mut open: Vec<(String, usize)> = Vec::new();
@@ -125,6 +167,14 @@ mod tests {
     fn an_undefined_variable_is_an_error() {
         let err = render("{{ missing }}", &json!({})).expect_err("strict");
         assert!(err.contains("undefined"), "{err}");
+    }
+
+    #[test]
+    fn marking_again_gives_back_the_rendered_segments() {
+        let t = r#"{% filter segment("outer") %}A {% for x in xs %}{% filter segment("item") %}{{ x }}{% endfilter %}{% filter segment("empty") %}{% endfilter %};{% endfor %}{% endfilter %} end"#;
+        let r = render(t, &json!({"xs": [1, 22]})).expect("render");
+        let again = strip_segments(&mark(&r.text, &r.segments)).expect("strip");
+        assert_eq!(again, r);
     }
 
     #[test]

@@ -98,6 +98,14 @@ fn model_entry(run: &ModelRun) -> ModelEntry {
         n_head: info.n_head,
         n_head_kv: info.n_head_kv,
         layers: run.layers.clone(),
+        attention_path: Some(
+            match run.attention.path {
+                crate::capture::AttentionPath::Recomputed => "recomputed",
+                crate::capture::AttentionPath::Materialized => "materialized",
+            }
+            .to_string(),
+        ),
+        chat: run.chat.clone(),
     }
 }
 

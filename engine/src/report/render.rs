@@ -88,6 +88,8 @@ struct ExamplePrompt {
     task: String,
     shots: usize,
     text: String,
+    /// The model whose chat template rendered this text (none: as written).
+    through: Option<String>,
 }
 
 /// Figure titles and captions: what the figure shows and how to read it.
@@ -574,12 +576,37 @@ pub fn render_report(
                     .prompts
                     .iter()
                     .find(|p| p.task == t && p.shots == shots)
-                    .map(|p| ExamplePrompt {
-                        task: task.name.clone(),
-                        shots,
-                        text: p.text.clone(),
-                    })
+                    .map(|p| (task.name.clone(), shots, p))
             })
+        })
+        .flat_map(|(task, shots, p)| {
+            let plain = ExamplePrompt {
+                task: task.clone(),
+                shots,
+                text: p.text.clone(),
+                through: None,
+            };
+            // Each chat model's rendering of the same prompt, as it saw it.
+            let chats = manifest.models.iter().filter_map(move |m| {
+                let chat = m.chat.as_ref()?;
+                let segments = p
+                    .segments
+                    .iter()
+                    .map(|(label, ranges)| {
+                        (label.clone(), ranges.iter().map(|&(a, b)| a..b).collect())
+                    })
+                    .collect();
+                let turn = crate::study::prompting::chat_renderer(chat)
+                    .and_then(|r| r.render_turn(&p.text, &segments))
+                    .ok()?;
+                Some(ExamplePrompt {
+                    task: task.clone(),
+                    shots,
+                    text: turn.text,
+                    through: Some(m.name.clone()),
+                })
+            });
+            std::iter::once(plain).chain(chats)
         })
         .collect();
 

@@ -41,6 +41,10 @@ pub struct ModelRun {
     pub capture_seconds: f64,
     /// The ICL-patching runs, when the experiment asks for them.
     pub patching: Option<super::patching::ModelPatching>,
+    /// How its attention was read, decided before the first prompt.
+    pub attention: crate::capture::AttentionPlan,
+    /// The chat template its prompts were rendered through, if any.
+    pub chat: Option<viewer::bundle::ChatEntry>,
 }
 
 /// Every result table of a study.

@@ -158,6 +158,8 @@ impl PromptCache {
 
     /// The model's description, saved so that a fully cached run needs no
     /// model at all.
+    /// The model's description saved by an earlier run; `None` when there
+    /// is none, or it predates a field (the model is then loaded once).
     pub fn model_info(&self) -> Option<ModelInfo> {
         let text = std::fs::read_to_string(self.dir.join("model.json")).ok()?;
         serde_json::from_str(&text).ok()

@@ -59,10 +59,13 @@ pub fn tokenize_all(model: &Model, experiment: &Experiment) -> Result<Tokenized,
     let mut tokens = Vec::with_capacity(experiment.prompts.len());
     let mut anchors = Vec::with_capacity(experiment.prompts.len());
     let mut answers = Vec::with_capacity(experiment.prompts.len());
+    // A chat template's markers (`<|im_start|>`, `[INST]`) are special
+    // tokens; plain prompts stay plain text.
+    let parse_special = experiment.chat != crate::experiment::chat::ChatTemplate::None;
     for p in &experiment.prompts {
         let instance = &experiment.tasks[p.task].instances[p.target];
         answers.push(model.tokenize_continuation(&answer_continuation(&instance.answer))?);
-        let t = model.tokenize(&p.text, false)?;
+        let t = model.tokenize(&p.text, parse_special)?;
         let pieces: Vec<Vec<u8>> = t.iter().map(|&id| model.token_bytes(id)).collect();
         let a = spans::token_anchors(&p.text, &pieces).map_err(|e| {
             CaptureError::BadRequest(format!("prompt {} cannot be mapped to tokens: {e}", p.id))

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod capture;
 pub mod export;
 pub mod patching;
+pub mod prompting;
 pub mod runner;
 mod summary;
 

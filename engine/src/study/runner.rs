@@ -74,7 +74,7 @@ pub struct CaptureJob<'a> {
 /// it captured.
 #[derive(Debug)]
 pub enum CaptureOutcome {
-    Complete(ModelRun),
+    Complete(Box<ModelRun>),
     Shard {
         cache: PromptCache,
         captured: usize,
@@ -134,19 +134,6 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
     };
     let stamp = file_stamp(job.model_path);
     let cache = PromptCache::open(job.cache_root, &sha256)?;
-    let settings = CaptureSettings {
-        flash_attention: format!("{:?}", job.context.flash_attention).to_lowercase(),
-        n_gpu_layers: job.n_gpu_layers,
-    };
-    let all_batches = answer_batches(experiment);
-    let batches: Vec<&Vec<usize>> = all_batches
-        .iter()
-        .enumerate()
-        .filter(|(b, _)| job.shard.is_none_or(|s| s.owns(*b)))
-        .map(|(_, batch)| batch)
-        .collect();
-    let owned: Vec<usize> = batches.iter().copied().flatten().copied().collect();
-
     let mut model: Option<Model> = None;
     // A cached description serves while the file is unchanged, or absent
     // (merging shards on a machine without the model).
@@ -169,6 +156,28 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
             info
         }
     };
+    // The attention path is decided here, from the architecture, before
+    // any prompt runs: a refused `--flash-attn on` costs no capture.
+    let plan = info.plan_attention(job.context.flash_attention)?;
+    let mut context = job.context.clone();
+    context.flash_attention = plan.flash_attention;
+    context.attention_path = Some(plan.path);
+    let settings = CaptureSettings {
+        flash_attention: format!("{:?}", context.flash_attention).to_lowercase(),
+        n_gpu_layers: job.n_gpu_layers,
+    };
+    // The prompts as this model sees them (chat-rendered, or as written).
+    let (model_experiment, chat) =
+        super::prompting::prompts_for_model(experiment, &job.name, &info)?;
+    let experiment: &Experiment = &model_experiment;
+    let all_batches = answer_batches(experiment);
+    let batches: Vec<&Vec<usize>> = all_batches
+        .iter()
+        .enumerate()
+        .filter(|(b, _)| job.shard.is_none_or(|s| s.owns(*b)))
+        .map(|(_, batch)| batch)
+        .collect();
+    let owned: Vec<usize> = batches.iter().copied().flatten().copied().collect();
     let layers = experiment.layers(info.n_layer)?;
     if experiment.file.patching.enabled {
         // Checked before any capture, like `capture.layers`.
@@ -193,6 +202,7 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         owned.len(),
     );
     progress.skip(owned.len() - missing.len());
+    progress.note(&format!("{}: attention {}", job.name, plan.reason));
     if let (Some(shard), true) = (job.shard, owned.is_empty()) {
         progress.note(&format!(
             "{}: shard {} of {} has nothing to capture: the experiment has {} answer batches of up to {} prompts, dealt round-robin to the shards",
@@ -221,8 +231,9 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         };
         let model = &*model.insert(loaded);
         let tokenized = tokenize_all(model, experiment)?;
-        let options = super::context_for(experiment, &tokenized, model, job.context.clone())?;
+        let options = super::context_for(experiment, &tokenized, model, context.clone())?;
         let mut session = Session::new(model, options)?;
+        session.check_graph()?;
         let mut answers = answer_context(&session, experiment, &tokenized)?;
         let mut done = owned.len() - missing.len();
         // A batch with a missing prompt runs whole, cached prompts too (a run
@@ -290,12 +301,12 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let patching = if experiment.file.patching.enabled {
         Some(patch_through_cache(
-            job, &records, &info, &cache, &sha256, &settings, model,
+            job, experiment, &context, &records, &info, &cache, &sha256, &settings, model,
         )?)
     } else {
         None
     };
-    Ok(CaptureOutcome::Complete(ModelRun {
+    Ok(CaptureOutcome::Complete(Box::new(ModelRun {
         name: job.name.clone(),
         info,
         layers,
@@ -303,14 +314,19 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         sha256,
         capture_seconds: started.elapsed().as_secs_f64(),
         patching,
-    }))
+        attention: plan,
+        chat,
+    })))
 }
 
 /// The patching stage of one model: every run read from the cache, or
 /// run now (the model loaded only then). It needs every target's states,
 /// so it runs once all prompts are captured, never in a shard.
+#[allow(clippy::too_many_arguments)]
 fn patch_through_cache(
     job: &CaptureJob<'_>,
+    experiment: &Experiment,
+    context: &ContextOptions,
     records: &[super::capture::PromptRecord],
     info: &crate::capture::ModelInfo,
     cache: &PromptCache,
@@ -319,15 +335,14 @@ fn patch_through_cache(
     model: Option<Model>,
 ) -> anyhow::Result<super::patching::ModelPatching> {
     use super::patching::{patch_model, PatchCache, PatchingContext};
-    let experiment = job.experiment;
     let patch_cache = PatchCache {
         cache,
         model_sha256: sha256,
         settings,
     };
     let context = PatchingContext {
-        threads: job.context.threads,
-        flash_attention: job.context.flash_attention,
+        threads: context.threads,
+        flash_attention: context.flash_attention,
     };
     let (n_layer, n_embd) = (info.n_layer, info.n_embd);
     let cached = patch_model(

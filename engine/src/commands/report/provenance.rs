@@ -25,6 +25,9 @@ pub(crate) struct ModelPlace {
     pub name: String,
     pub path: PathBuf,
     pub sha256: String,
+    /// How its attention was read, and why (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<String>,
 }
 
 /// The record of one run, written to `run.json` beside the bundle.
@@ -81,6 +84,7 @@ impl RunRecord {
             name: run.name.clone(),
             path,
             sha256: run.sha256.clone(),
+            attention: Some(run.attention.reason.clone()),
         });
         self.durations
             .insert(format!("capture {}", run.name), run.capture_seconds);
