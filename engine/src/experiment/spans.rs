@@ -5,14 +5,17 @@
 //! contains its *anchor*: its first byte that is not whitespace (a token that
 //! is all whitespace anchors at its first byte). So when BPE merges across a
 //! boundary, the merged token goes to the segment where its visible text
-//! starts, and no token is ever in two sibling segments.
+//! starts, and no token is ever in two sibling segments. Tokens before the
+//! text that spell none of it (a BOS the tokenizer adds) have no anchor and
+//! belong to no segment.
 
 use std::ops::Range;
 
 /// Byte offset of each token's anchor in `text`, given each token's bytes.
-/// Pieces that do not spell the next bytes of the text (a BOS token, the
-/// leading space SentencePiece adds) are zero-width at the current offset.
-pub fn token_anchors(text: &str, pieces: &[Vec<u8>]) -> Result<Vec<usize>, String> {
+/// Pieces at the start that do not spell the text (a BOS token) have none
+/// (`None`, which sorts before every offset); a leading space that
+/// SentencePiece adds to the first word is not part of the text.
+pub fn token_anchors(text: &str, pieces: &[Vec<u8>]) -> Result<Vec<Option<usize>>, String> {
     let bytes = text.as_bytes();
     let mut offset = 0;
     let mut anchors = Vec::with_capacity(pieces.len());
@@ -35,10 +38,12 @@ pub fn token_anchors(text: &str, pieces: &[Vec<u8>]) -> Result<Vec<usize>, Strin
             .iter()
             .take_while(|b| b.is_ascii_whitespace())
             .count();
-        anchors.push(if lead < matched.len() {
-            offset + lead
+        anchors.push(if matched.is_empty() && offset == 0 {
+            None
+        } else if lead < matched.len() {
+            Some(offset + lead)
         } else {
-            offset
+            Some(offset)
         });
         offset += matched.len();
     }
@@ -52,9 +57,9 @@ pub fn token_anchors(text: &str, pieces: &[Vec<u8>]) -> Result<Vec<usize>, Strin
 }
 
 /// The tokens whose anchors lie in `bytes` (empty when none do).
-pub fn tokens_in(anchors: &[usize], bytes: &Range<usize>) -> Range<usize> {
-    let start = anchors.partition_point(|&a| a < bytes.start);
-    let end = anchors.partition_point(|&a| a < bytes.end);
+pub fn tokens_in(anchors: &[Option<usize>], bytes: &Range<usize>) -> Range<usize> {
+    let start = anchors.partition_point(|&a| a < Some(bytes.start));
+    let end = anchors.partition_point(|&a| a < Some(bytes.end));
     start..end.max(start)
 }
 
@@ -70,7 +75,7 @@ mod tests {
     fn anchors_skip_leading_whitespace() {
         let anchors =
             token_anchors("Hi there\nx", &pieces(&["Hi", " there", "\n", "x"])).expect("align");
-        assert_eq!(anchors, vec![0, 3, 8, 9]);
+        assert_eq!(anchors, vec![Some(0), Some(3), Some(8), Some(9)]);
     }
 
     #[test]
@@ -84,9 +89,11 @@ mod tests {
     }
 
     #[test]
-    fn sentencepiece_leading_space_and_bos_are_zero_width() {
-        let anchors = token_anchors("Hi you", &pieces(&["", " Hi", " you"])).expect("align");
-        assert_eq!(anchors, vec![0, 0, 3]);
+    fn sentencepiece_leading_space_is_not_text_and_bos_belongs_to_no_segment() {
+        let anchors = token_anchors("Hi you", &pieces(&["<s>", " Hi", " you"])).expect("align");
+        assert_eq!(anchors, vec![None, Some(0), Some(3)]);
+        assert_eq!(tokens_in(&anchors, &(0..2)), 1..2);
+        assert_eq!(tokens_in(&anchors, &(0..6)), 1..3);
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub struct PromptRecord {
 #[derive(Debug, Clone)]
 pub struct Tokenized {
     pub tokens: Vec<Vec<i32>>,
-    pub anchors: Vec<Vec<usize>>,
+    pub anchors: Vec<Vec<Option<usize>>>,
     /// The correct answer of each prompt's target as it continues the
     /// prompt (see [`answer_continuation`]).
     pub answers: Vec<Vec<i32>>,
@@ -82,7 +82,7 @@ pub fn tokenize_all(model: &Model, experiment: &Experiment) -> Result<Tokenized,
 
 fn segment_tokens(
     p: &Prompt,
-    anchors: &[usize],
+    anchors: &[Option<usize>],
     label: &str,
 ) -> Result<Range<usize>, CaptureError> {
     let bytes = p
