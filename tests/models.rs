@@ -200,6 +200,9 @@ fn a_chat_model_is_prompted_through_its_template_and_the_report_shows_it() {
     let html = std::fs::read_to_string(out.join("index.html")).expect("index.html");
     assert!(html.contains("a chat turn (template from its GGUF)"));
     assert!(html.contains("sees it (its chat template)"));
+    assert!(html.contains(
+        "The chat template SmolLM2-135M-Instruct.Q4_1's prompts went through (from its GGUF)"
+    ));
     assert!(html.contains("&lt;|im_start|&gt;assistant"));
     // The same experiment on a base model without a template: exit 2, a
     // clear sentence, nothing written.

@@ -222,6 +222,23 @@ impl Model {
             n_head: dims.n_head,
             meta: &meta,
         });
+        match &recipe {
+            Some(r) => tracing::info!(
+                "{architecture}: llama.cpp scores attention as q × {} · k, times {}, soft-cap {}, \
+                 sliding window {} (what a recomputation repeats)",
+                r.q_scale.map_or("1".to_string(), |s| s.to_string()),
+                r.kq_scale.map_or("1/√head_dim".to_string(), |s| s.to_string()),
+                r.soft_cap.map_or("none".to_string(), |c| c.to_string()),
+                r.sliding_window.as_ref().map_or("none".to_string(), |w| format!(
+                    "{} tokens on layers {:?}",
+                    w.window,
+                    (0..dims.n_layer).filter(|&il| w.applies_to(il)).collect::<Vec<_>>()
+                )),
+            ),
+            None => tracing::info!(
+                "{architecture}: the engine does not recompute this architecture's attention; it reads llama.cpp's softmax"
+            ),
+        }
         let info = ModelInfo {
             path,
             file_len,
