@@ -32,6 +32,15 @@ fn percent(x: f64) -> String {
     }
 }
 
+/// A mean error to two decimals, or what it means when no answer had one.
+fn mean_error(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}")
+    } else {
+        "none (no parseable answer)".to_string()
+    }
+}
+
 impl StudyResults {
     /// A short text summary: behaviour before and after ICL, where alignment
     /// gains most, the attention ratio change, and the best probe layers.
@@ -51,11 +60,11 @@ impl StudyResults {
                 let accuracy = column(b, "accuracy");
                 let line = match task.scoring {
                     Scoring::Number => format!(
-                        "{} · {}: mean error {:.2} → {:.2} (0-shot → {}-shot), exact answers {} → {}, unparseable {} → {}",
+                        "{} · {}: mean error {} → {} (0-shot → {}-shot), exact answers {} → {}, unparseable {} → {}",
                         run.name,
                         task.name,
-                        value(&b0, column(b, "mean_error")),
-                        value(&bk, column(b, "mean_error")),
+                        mean_error(value(&b0, column(b, "mean_error"))),
+                        mean_error(value(&bk, column(b, "mean_error"))),
                         task.shots,
                         percent(value(&b0, accuracy)),
                         percent(value(&bk, accuracy)),
