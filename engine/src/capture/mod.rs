@@ -30,4 +30,6 @@ pub use request::{
     Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, F32Array,
     HiddenRequest, Pooling,
 };
-pub use session::{CaptureError, ContextOptions, Model, ModelInfo, ModelOptions, Session};
+pub use session::{
+    model_architecture, CaptureError, ContextOptions, Model, ModelInfo, ModelOptions, Session,
+};

@@ -349,6 +349,13 @@ impl Model {
     }
 }
 
+/// The architecture a GGUF file names (`general.architecture`), read from
+/// its header alone; `None` when the file cannot be read as GGUF (loading
+/// it then says why).
+pub fn model_architecture(path: &Path) -> Option<String> {
+    check_gguf_file(path).ok()?.architecture
+}
+
 /// Why a CUDA build has no GPU, from what CUDA said when it started (the
 /// driver is loaded at run time, so a machine without one gets this too).
 fn no_gpu_reason(cuda: Option<String>) -> String {

@@ -75,8 +75,25 @@ fn plan(args: &ReportArgs) -> anyhow::Result<Plan> {
 
 /// Runs a plan: capture (through the cache), analyse, publish.
 pub(crate) fn publish(plan: &Plan, args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
+    refuse_flash_attention_on(plan, args)?;
     let folder = claim(plan, args)?;
     publish_into(&folder, plan, args, quiet)
+}
+
+/// `--flash-attn on` with a model whose architecture the engine reads only
+/// through llama.cpp's probabilities: refused from the file's header,
+/// before the folder is claimed or any model loads.
+fn refuse_flash_attention_on(plan: &Plan, args: &ReportArgs) -> anyhow::Result<()> {
+    if args.runtime.flash_attn != crate::capture::FlashAttention::On {
+        return Ok(());
+    }
+    for path in &plan.models {
+        if let Some(architecture) = crate::capture::model_architecture(path) {
+            crate::capture::plan_attention(&architecture, crate::capture::FlashAttention::On)
+                .map_err(crate::capture::CaptureError::from)?;
+        }
+    }
+    Ok(())
 }
 
 /// Claims the plan's report folder (see [`folder`]): before any model work,
