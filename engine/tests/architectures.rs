@@ -31,7 +31,7 @@ fn repo() -> PathBuf {
 }
 
 /// gemma-3-270m, fetched by scripts/fetch-gemma3.sh (scripts/test.sh runs it).
-pub fn gemma3_path() -> PathBuf {
+fn gemma3_path() -> PathBuf {
     let path = repo().join("models/gemma-3-270m-q4_k_m.gguf");
     assert!(
         path.exists(),

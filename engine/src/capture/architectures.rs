@@ -77,7 +77,8 @@ pub struct FlashAttentionRefused {
     pub architecture: String,
 }
 
-fn recomputed_list() -> String {
+/// The recomputed architectures, comma-separated, for messages.
+pub(crate) fn recomputed_list() -> String {
     RECOMPUTED
         .iter()
         .map(|a| a.architecture)

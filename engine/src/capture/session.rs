@@ -340,11 +340,7 @@ impl Model {
             .as_ref()
             .ok_or_else(|| CaptureError::RecomputeUnsupported {
                 architecture: self.info.architecture.clone(),
-                supported: super::architectures::RECOMPUTED
-                    .iter()
-                    .map(|a| a.architecture)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                supported: super::architectures::recomputed_list(),
             })
     }
 }

@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 
-use super::template::{self, Rendered};
+use super::template::{self, describe, Rendered};
 
 /// The label of the whole prompt inside the rendered turn (kept apart from
 /// the task's segments; a task's labels cannot contain spaces).
@@ -175,16 +175,6 @@ fn abbreviate(text: &str) -> String {
         let head: String = text.chars().take(KEEP).collect();
         format!("{head}…")
     }
-}
-
-fn describe(e: Error) -> String {
-    let mut message = e.to_string();
-    if let Some(line) = e.line() {
-        if !message.contains("line") {
-            message = format!("template line {line}: {message}");
-        }
-    }
-    message
 }
 
 #[cfg(test)]

@@ -63,7 +63,8 @@ fn contains_sentinel(text: &str) -> bool {
     text.contains([OPEN, LABEL_END, CLOSE])
 }
 
-fn describe(e: minijinja::Error) -> String {
+/// A minijinja error, with its template line where the message lacks one.
+pub(crate) fn describe(e: minijinja::Error) -> String {
     let mut message = e.to_string();
     if let Some(line) = e.line() {
         if !message.contains("line") {
