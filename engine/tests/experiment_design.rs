@@ -66,15 +66,23 @@ fn the_paper_preset_pairs_every_target_with_and_without_demonstrations() {
     assert_eq!(e.tasks.len(), 2);
     for (t, task) in e.tasks.iter().enumerate() {
         let prompts: Vec<_> = e.prompts.iter().filter(|p| p.task == t).collect();
-        assert_eq!(prompts.len(), 2 * task.instances.len());
-        for target in &task.instances {
+        // One 0-shot prompt per target, and one k-shot prompt per draw.
+        let draws = e.file.robustness.variants();
+        assert_eq!(draws, 3);
+        assert_eq!(prompts.len(), (1 + draws) * task.instances.len());
+        for (target, draw) in task
+            .instances
+            .iter()
+            .flat_map(|i| (0..draws).map(move |d| (i, d)))
+        {
             let zero = prompts
                 .iter()
                 .find(|p| p.target == target.id && p.shots == 0)
                 .expect("0-shot prompt");
+            assert_eq!(zero.draw, 0);
             let k = prompts
                 .iter()
-                .find(|p| p.target == target.id && p.shots == task.shots)
+                .find(|p| p.target == target.id && p.shots == task.shots && p.draw == draw)
                 .expect("k-shot prompt");
             assert_eq!(k.demonstrations.len(), task.shots);
             // Same instruction, same target and query; only the demonstrations differ.
@@ -376,4 +384,108 @@ fn an_answer_batch_out_of_range_is_refused() {
         assert!(message.contains("capture.answer_batch"), "{message}");
         assert!(message.contains("between 1"), "{message}");
     }
+}
+
+/// A task of `n` instances per condition (three conditions), with
+/// `[robustness]` as given.
+fn with_robustness(demonstrations: &str, shots: usize, robustness: &str) -> String {
+    format!(
+        "name = \"x\"\n[robustness]\n{robustness}\n[[tasks]]\nkind = \"linear-regression\"\nslopes = [1, 2, 3]\nintercepts = [0]\nshots = {shots}\ninstances_per_condition = 2\ndemonstrations = \"{demonstrations}\"\n"
+    )
+}
+
+#[test]
+fn draws_are_seeded_distinct_and_never_show_the_target_condition() {
+    for demonstrations in ["per-instance", "fixed"] {
+        let text = with_robustness(demonstrations, 2, "draws = 4\norders = 2");
+        let e = build(&text).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(
+            e.prompts,
+            build(&text).expect("again").prompts,
+            "deterministic"
+        );
+        let task = &e.tasks[0];
+        let n = task.instances.len();
+        assert_eq!(e.prompts.len(), n * (1 + 4 * 2));
+        for target in &task.instances {
+            let shown: Vec<&engine::experiment::Prompt> = e
+                .prompts
+                .iter()
+                .filter(|p| p.target == target.id && p.shots > 0)
+                .collect();
+            assert_eq!(
+                shown.iter().map(|p| p.draw).collect::<Vec<_>>(),
+                (0..8).collect::<Vec<_>>()
+            );
+            let mut sets = Vec::new();
+            for pair in shown.chunks(2) {
+                // The two orders of a draw: one set, two different orders.
+                let (a, b) = (&pair[0].demonstrations, &pair[1].demonstrations);
+                assert_ne!(a, b, "{demonstrations}: orders of a draw differ");
+                let (mut sa, mut sb) = (a.clone(), b.clone());
+                sa.sort_unstable();
+                sb.sort_unstable();
+                assert_eq!(sa, sb, "{demonstrations}: one set per draw");
+                for &d in a {
+                    assert_ne!(
+                        task.instances[d].condition, target.condition,
+                        "{demonstrations}: target {} is shown its own condition",
+                        target.id
+                    );
+                }
+                sets.push(sa);
+            }
+            let mut distinct = sets.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(
+                distinct.len(),
+                sets.len(),
+                "{demonstrations}: draws repeat: {sets:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn one_draw_is_the_experiment_without_a_robustness_section() {
+    let plain = build(&with_robustness("per-instance", 2, "")).expect("plain");
+    let one = build(&with_robustness("per-instance", 2, "draws = 1\norders = 1")).expect("one");
+    assert_eq!(plain.prompts, one.prompts);
+    assert_eq!(
+        serde_json::to_string(&plain.file).expect("json"),
+        serde_json::to_string(&one.file).expect("json"),
+        "the resolved experiment leaves one draw out"
+    );
+    // The first draw of several is the single draw itself.
+    let three = build(&with_robustness("per-instance", 2, "draws = 3")).expect("three");
+    let first: Vec<_> = three
+        .prompts
+        .iter()
+        .filter(|p| p.draw == 0)
+        .cloned()
+        .collect();
+    assert_eq!(first, plain.prompts);
+}
+
+#[test]
+fn impossible_draws_are_refused_naming_the_key_and_its_line() {
+    let cases = [
+        ("draws = 0", "`robustness.draws` is 0", "line 3"),
+        ("orders = 0", "`robustness.orders` is 0", "line 3"),
+        // Two demonstrations can be ordered in two ways.
+        ("orders = 3", "only 2 ways", "line 3"),
+        // A target has 4 instances of other conditions: C(4, 2) = 6 sets.
+        ("draws = 7", "only 6 distinct sets", "line 3"),
+    ];
+    for (setting, expected, line) in cases {
+        let err = error_of(&with_robustness("per-instance", 2, setting));
+        assert!(
+            err.contains(expected) && err.contains(line),
+            "{setting}: {err}"
+        );
+    }
+    assert!(build(&with_robustness("per-instance", 2, "draws = 6\norders = 2")).is_ok());
+    let err = error_of(&with_robustness("fixed", 2, "draws = 7"));
+    assert!(err.contains("only 6 distinct sets"), "{err}");
 }

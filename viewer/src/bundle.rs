@@ -215,6 +215,52 @@ pub struct TaskEntry {
     /// back"), when it ran; absent in bundles written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patching: Option<PatchingEntry>,
+    /// k-shot prompts per target, one per demonstration draw and order
+    /// (`[robustness]`): the `draw` axis of `alignment_draws`. Left out for
+    /// one draw, so that single-draw bundles keep their bytes.
+    #[serde(default = "one_draw", skip_serializing_if = "is_one_draw")]
+    pub draws: usize,
+    /// The headline findings compared across draws, when there are several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robustness: Option<RobustnessEntry>,
+}
+
+/// What the `robustness` arrays of a task hold: one row per headline
+/// finding, [`ROBUSTNESS_FIELDS`] then the value in each draw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RobustnessEntry {
+    /// Model name → its findings, in the order of its array's rows (each
+    /// says where it was read, such as "at layer 12").
+    pub findings: BTreeMap<String, Vec<String>>,
+    /// Confidence level of the between-draw and within-draw intervals.
+    pub confidence: f64,
+}
+
+/// The first fields of a `robustness` row; the draws' values follow.
+/// `within_*` are the within-draw bootstrap interval's ends averaged over
+/// draws (NaN where the finding has none); `sign_kept` is 1 when every draw
+/// has the same sign.
+pub const ROBUSTNESS_FIELDS: [&str; 8] = [
+    "mean",
+    "min",
+    "max",
+    "between_low",
+    "between_high",
+    "within_low",
+    "within_high",
+    "sign_kept",
+];
+
+fn one_draw() -> usize {
+    1
+}
+
+fn is_one_draw(draws: &usize) -> bool {
+    *draws == 1
+}
+
+fn is_first_draw(draw: &usize) -> bool {
+    *draw == 0
 }
 
 /// What the `patching*` arrays of a task hold.
@@ -284,6 +330,10 @@ pub struct PromptEntry {
     pub task: usize,
     pub target: usize,
     pub shots: usize,
+    /// The demonstration draw a k-shot prompt shows (0 for the first draw
+    /// and for every 0-shot prompt; then left out).
+    #[serde(default, skip_serializing_if = "is_first_draw")]
+    pub draw: usize,
     pub text: String,
     /// Segment name → byte ranges `[start, end)` in `text`.
     pub segments: BTreeMap<String, Vec<(usize, usize)>>,

@@ -265,6 +265,7 @@ fn one_model(spec: Spec, model: &str) -> Bundle {
             task: 0,
             target: i % targets,
             shots: if i < targets { 0 } else { 4 },
+            draw: 0,
             text: format!("Synthetic prompt {i}."),
             segments: BTreeMap::new(),
         })
@@ -323,6 +324,8 @@ fn one_model(spec: Spec, model: &str) -> Bundle {
                 },
                 measures,
                 patching: None,
+                draws: 1,
+                robustness: None,
             }],
             prompts,
         },

@@ -715,6 +715,11 @@ fn alignment(ctx: &Context<'_>, derived: &Derived, selection: &Selection) -> Lay
             }
         })
         .collect();
+    let mut series: Vec<Series> = series;
+    if let Some(draws) = between_draw_series(ctx, derived, selection, &xs) {
+        series[1].label.push_str(", first draw");
+        series.push(draws);
+    }
     let hypothesis = ctx
         .task
         .hypotheses
@@ -741,6 +746,56 @@ fn alignment(ctx: &Context<'_>, derived: &Derived, selection: &Selection) -> Lay
         selected_layer: ctx.model.layers.get(selection.layer).copied(),
         series,
     }
+}
+
+/// The k-shot alignment's range over every demonstration draw, as a dashed
+/// line (their mean) with a band (lowest to highest draw), beside the first
+/// draw's curve. Only for the whole task: the draws were analysed on every
+/// target, and a subset's range would need their similarity matrices.
+fn between_draw_series(
+    ctx: &Context<'_>,
+    derived: &Derived,
+    selection: &Selection,
+    xs: &[f64],
+) -> Option<Series> {
+    let draws = ctx.task.draws;
+    if draws < 2 || derived.targets.len() != ctx.dims.targets {
+        return None;
+    }
+    let (n_hyp, n_comp) = (
+        ctx.task.hypotheses.len(),
+        ctx.bundle.manifest.comparators.len(),
+    );
+    let values = ctx
+        .array("alignment_draws", &[draws, n_hyp, n_comp, ctx.dims.layers])
+        .ok()?;
+    let (h, c) = (selection.hypothesis, selection.comparator);
+    let mut points = Vec::with_capacity(xs.len());
+    let mut band = Vec::with_capacity(xs.len());
+    for (l, &x) in xs.iter().enumerate() {
+        let per_draw: Vec<f64> = (0..draws)
+            .map(|d| values.get(&[d, h, c, l]))
+            .filter(|v| v.is_finite())
+            .collect();
+        if per_draw.len() < draws {
+            points.push((x, f64::NAN));
+            band.push((x, f64::NAN, f64::NAN));
+            continue;
+        }
+        let mean = per_draw.iter().sum::<f64>() / draws as f64;
+        let low = per_draw.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = per_draw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        points.push((x, mean));
+        band.push((x, low, high));
+    }
+    Some(Series {
+        label: format!("{}-shot, mean and range of {draws} draws", ctx.task.shots),
+        colour: 1,
+        points,
+        band,
+        significant: Vec::new(),
+        dashed: true,
+    })
 }
 
 fn probe(ctx: &Context<'_>, selection: &Selection) -> Result<LayerCurves, BundleError> {

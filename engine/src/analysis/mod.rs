@@ -13,6 +13,7 @@
 //! | [`crossval`] | 3 | grouped folds and nested cross-validation for the probes |
 //! | [`attention_ratio`] | 4 | relevant / distractor attention ratios per layer and head |
 //! | [`correlation`] | 5 | behaviour change ↔ representation change, per layer |
+//! | [`draws`] | — | a finding's spread across draws of demonstrations; paired change intervals |
 //! | [`bench`] | — | a synthetic, timed run of the RSA and probe pipeline |
 //!
 //! Internal: `matrix` (the two array types), `kernel` (training-fold kernels
@@ -29,6 +30,7 @@ pub mod attention_ratio;
 pub mod bench;
 pub mod correlation;
 pub mod crossval;
+pub mod draws;
 mod kernel;
 mod logistic;
 mod matrix;

@@ -53,6 +53,10 @@ pub struct ExperimentFile {
     /// The causal test: the in-context state put back into 0-shot runs.
     #[serde(default, skip_serializing_if = "PatchingOptions::is_off")]
     pub patching: PatchingOptions,
+    /// How much each finding depends on which demonstrations were drawn
+    /// and in which order.
+    #[serde(default, skip_serializing_if = "RobustnessOptions::is_single_draw")]
+    pub robustness: RobustnessOptions,
     pub tasks: Vec<TaskFile>,
 }
 
@@ -159,6 +163,44 @@ impl PatchingOptions {
     /// without patching keep their manifests and cache keys.
     pub fn is_off(&self) -> bool {
         *self == PatchingOptions::default()
+    }
+}
+
+/// Demonstration resampling: every target's k-shot prompt built from
+/// `draws` independent draws of demonstrations, each shown in `orders`
+/// orders, and every analysis repeated on each, so that the report can say
+/// which findings survive another draw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RobustnessOptions {
+    /// Independent, seeded sets of demonstrations per target (1: one draw,
+    /// as the study). With `demonstrations = "fixed"`, independent fixed
+    /// sets.
+    pub draws: usize,
+    /// Orders each drawn set is shown in: the order drawn, then distinct
+    /// permutations of it (at most k! of them).
+    pub orders: usize,
+}
+
+impl Default for RobustnessOptions {
+    fn default() -> Self {
+        RobustnessOptions {
+            draws: 1,
+            orders: 1,
+        }
+    }
+}
+
+impl RobustnessOptions {
+    /// Left out of the resolved experiment for one draw in one order, so
+    /// that such experiments keep their manifests.
+    pub fn is_single_draw(&self) -> bool {
+        *self == RobustnessOptions::default()
+    }
+
+    /// k-shot prompts per target: every draw in every order.
+    pub fn variants(&self) -> usize {
+        self.draws * self.orders
     }
 }
 
@@ -386,6 +428,13 @@ impl ExperimentFile {
                     layer_stride: 3,
                     greedy_stride: 5,
                     ..PatchingOptions::default()
+                };
+                // Three draws of demonstrations: the least that shows
+                // whether a finding keeps its sign; each adds one k-shot
+                // capture per target (README, Performance).
+                paper.robustness = RobustnessOptions {
+                    draws: 3,
+                    orders: 1,
                 };
                 Ok(paper)
             }

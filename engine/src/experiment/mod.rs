@@ -189,9 +189,10 @@ impl Experiment {
                 ));
             }
         }
+        validate_robustness(&file.robustness, &tasks, &at)?;
         let mut prompts = Vec::new();
         for (t, task) in tasks.iter().enumerate() {
-            let built = prompts::build_prompts(task, t, file.seed, prompts.len())
+            let built = prompts::build_prompts(task, t, file.seed, prompts.len(), &file.robustness)
                 .map_err(|e| at.invalid(Some(t), "shots", e))?;
             check_segments(task, &built, &pooling, t, &at)?;
             prompts.extend(built);
@@ -357,6 +358,56 @@ fn validate_top(f: &ExperimentFile, at: &Locator<'_>) -> Result<(), ConfigError>
         ));
     }
     validate_patching(f, at)
+}
+
+/// `[robustness]`: at least one draw in one order, no more draws than a
+/// task has distinct demonstration sets, no more orders than `k!`.
+fn validate_robustness(
+    r: &config::RobustnessOptions,
+    tasks: &[Task],
+    at: &Locator<'_>,
+) -> Result<(), ConfigError> {
+    if r.draws == 0 {
+        return Err(at.invalid(
+            None,
+            "robustness.draws",
+            "is 0: use 1 for one draw of demonstrations (as the study), or more to see which findings survive another draw",
+        ));
+    }
+    if r.orders == 0 {
+        return Err(at.invalid(
+            None,
+            "robustness.orders",
+            "is 0: use 1 to show each draw in the order drawn, or more to add permutations of it",
+        ));
+    }
+    for task in tasks {
+        // One draw needs one set; too few demonstrations for it at all is
+        // `shots`'s error, said when the prompts are built.
+        let available = prompts::fewest_distinct_sets(task);
+        if r.draws > 1 && r.draws as u128 > available {
+            return Err(at.invalid(
+                None,
+                "robustness.draws",
+                format!(
+                    "is {}, but task `{}` has only {available} distinct sets of {} demonstrations for some of its targets: ask for at most {available}",
+                    r.draws, task.name, task.shots
+                ),
+            ));
+        }
+        let permutations = prompts::orderings(task.shots);
+        if r.orders as u128 > permutations {
+            return Err(at.invalid(
+                None,
+                "robustness.orders",
+                format!(
+                    "is {}, but the {} demonstrations of task `{}` can be ordered in only {permutations} ways ({}!): ask for at most {permutations}",
+                    r.orders, task.shots, task.name, task.shots
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The patching methods an experiment file may name.

@@ -154,6 +154,8 @@ fn task_entries(experiment: &Experiment, results: &StudyResults) -> Vec<TaskEntr
                     .cloned()
                     .unwrap_or_default(),
                 patching: results.patching_entries.get(&task.name).cloned(),
+                draws: experiment.file.robustness.variants(),
+                robustness: results.robustness_entries.get(&task.name).cloned(),
             }
         })
         .collect()
@@ -175,6 +177,7 @@ pub fn build_bundle(
             task: p.task,
             target: p.target,
             shots: p.shots,
+            draw: p.draw,
             text: p.text.clone(),
             segments: p
                 .segments

@@ -92,6 +92,86 @@ struct ExamplePrompt {
     through: Option<String>,
 }
 
+/// One model × task of the robustness table: its headline findings across
+/// demonstration draws.
+#[derive(Debug, Serialize)]
+struct RobustnessTable {
+    owner: String,
+    /// "4 of 6 findings keep their sign in all 3 draws."
+    sentence: String,
+    rows: Vec<RobustnessRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct RobustnessRow {
+    finding: String,
+    mean: String,
+    range: String,
+    between: String,
+    within: String,
+    draws: String,
+    sign_kept: bool,
+}
+
+/// The robustness tables of every model × task whose bundle has several
+/// draws, from its `robustness` arrays.
+fn robustness_tables(bundle: &Bundle) -> anyhow::Result<Vec<RobustnessTable>> {
+    let fields = viewer::bundle::ROBUSTNESS_FIELDS.len();
+    let mut tables = Vec::new();
+    for model in &bundle.manifest.models {
+        for task in &bundle.manifest.tasks {
+            let Some(entry) = &task.robustness else {
+                continue;
+            };
+            let Some(findings) = entry.findings.get(&model.name) else {
+                continue;
+            };
+            let draws = task.draws;
+            let rows = bundle.tensor_shaped(
+                &viewer::bundle::model_array(&model.name, &task.name, "robustness"),
+                &[findings.len(), fields + draws],
+            )?;
+            let level = format!("{:.0}%", 100.0 * entry.confidence);
+            let interval = |low: f64, high: f64| {
+                if low.is_finite() && high.is_finite() {
+                    format!("{} to {}", fmt_signed(low), fmt_signed(high))
+                } else {
+                    "—".to_string()
+                }
+            };
+            let rows: Vec<RobustnessRow> = findings
+                .iter()
+                .enumerate()
+                .map(|(i, finding)| {
+                    let v = |f: usize| rows.get(&[i, f]);
+                    RobustnessRow {
+                        finding: finding.clone(),
+                        mean: fmt_signed(v(0)),
+                        range: interval(v(1), v(2)),
+                        between: interval(v(3), v(4)),
+                        within: interval(v(5), v(6)),
+                        draws: (0..draws)
+                            .map(|d| fmt_signed(v(fields + d)))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        sign_kept: v(7) == 1.0,
+                    }
+                })
+                .collect();
+            let kept = rows.iter().filter(|r| r.sign_kept).count();
+            tables.push(RobustnessTable {
+                owner: format!("{} · {}", model.name, task.name),
+                sentence: format!(
+                    "{kept} of {} findings keep their sign in all {draws} draws of demonstrations; intervals are {level}.",
+                    rows.len()
+                ),
+                rows,
+            });
+        }
+    }
+    Ok(tables)
+}
+
 /// Figure titles and captions: what the figure shows and how to read it.
 fn section_text(id: &str) -> (&'static str, &'static str) {
     match id {
@@ -105,7 +185,7 @@ fn section_text(id: &str) -> (&'static str, &'static str) {
         ),
         "alignment" => (
             "Hypothesis alignment by layer",
-            "The rank correlation between each layer's similarity matrix and the hypothesis matrix, without and with demonstrations, one figure per hypothesis. The band is the 95% bootstrap confidence interval over targets; filled markers are layers where the permutation test is significant after Benjamini–Hochberg correction (q < 0.05). The vertical rule marks the layer shown in the matrices.",
+            "The rank correlation between each layer's similarity matrix and the hypothesis matrix, without and with demonstrations, one figure per hypothesis. The band is the 95% bootstrap confidence interval over targets; filled markers are layers where the permutation test is significant after Benjamini–Hochberg correction (q < 0.05). The vertical rule marks the layer shown in the matrices. With several draws of demonstrations, the solid k-shot curve is the first draw's, and the dashed curve with its lighter band is the mean and the range of the k-shot alignment over every draw (no test is run on the mean: its markers are hollow).",
         ),
         "probe" => (
             "Parameterised probing by layer",
@@ -650,10 +730,14 @@ pub fn render_report(
         "default-src 'none'; script-src {script_src}; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
     );
     let options_rows = option_rows(&manifest.experiment);
+    let robustness = robustness_tables(bundle)?;
+    let draws = manifest.tasks.iter().map(|t| t.draws).max().unwrap_or(1);
     let html = templates.render_report(&serde_json::json!({
         "manifest": manifest,
         "sections": sections,
         "has_patching": has_patching,
+        "robustness": robustness,
+        "draws": draws,
         "examples": examples,
         "options": options_rows,
         "csp": csp,
@@ -690,7 +774,7 @@ pub fn render_report(
 /// capture and analysis tables, flattened.
 fn option_rows(experiment: &serde_json::Value) -> Vec<(String, String)> {
     let mut rows = Vec::new();
-    for table in ["capture", "analysis"] {
+    for table in ["capture", "analysis", "robustness"] {
         if let Some(serde_json::Value::Object(map)) = experiment.get(table) {
             for (key, value) in map {
                 let text = match value {

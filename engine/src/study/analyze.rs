@@ -9,7 +9,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use super::behavior::{self, improvement, state_records};
+use super::behavior::{self, draw_records, improvement_in_draw, state_records};
 use super::capture::PromptRecord;
 use super::export::{num, Table};
 use crate::analysis::attention_ratio::{attention_ratios, log2_ratio};
@@ -19,9 +19,10 @@ use crate::analysis::resample::derive_seed;
 use crate::analysis::rsa::{
     cosine_from_gram, prompt_level_alignment, standardized_gram, Comparator,
 };
-use crate::analysis::rsa_bootstrap::bootstrap_ci;
+use crate::analysis::rsa_bootstrap::{bootstrap_alignments, bootstrap_ci, bootstrap_group_draws};
 use crate::analysis::rsa_permutation::permutation_p_values_across_layers;
 use crate::analysis::stats::benjamini_hochberg;
+use crate::analysis::stats::percentile_interval;
 use crate::analysis::{AnalysisError, Embeddings, SquareMatrix};
 use crate::capture::ModelInfo;
 use crate::experiment::config::ParamValue;
@@ -69,6 +70,12 @@ pub struct StudyResults {
     pub measures: BTreeMap<String, Vec<String>>,
     /// Per task: what the `patching*` arrays hold, when patching ran.
     pub patching_entries: BTreeMap<String, viewer::bundle::PatchingEntry>,
+    /// Each finding in every demonstration draw, and its spread across
+    /// draws (empty tables with one draw; then they are not written).
+    pub robustness_draws: Table,
+    pub robustness: Table,
+    /// Per task: what the `robustness` arrays hold, with several draws.
+    pub robustness_entries: BTreeMap<String, viewer::bundle::RobustnessEntry>,
 }
 
 impl StudyResults {
@@ -91,8 +98,10 @@ impl StudyResults {
         Ok(())
     }
 
-    pub fn tables(&self) -> [(&'static str, &Table); 9] {
+    pub fn tables(&self) -> [(&'static str, &Table); 11] {
         [
+            ("robustness", &self.robustness),
+            ("robustness_draws", &self.robustness_draws),
             ("patching", &self.patching),
             ("patching_recovery", &self.patching_recovery),
             ("prompts", &self.prompts),
@@ -121,28 +130,50 @@ fn stream(name: &str) -> u64 {
 }
 
 /// Per-target measures of one task and ICL state, `[layer][target]`, for the
-/// behaviour ↔ representation correlation.
+/// behaviour ↔ representation correlation; and the state's findings, for
+/// their comparison across demonstration draws.
 #[derive(Debug, Default)]
-struct StateMeasures {
+pub(super) struct StateMeasures {
     /// `(hypothesis, [layer][target])`: prompt-level alignment (headline comparator).
-    alignment: Vec<(String, Vec<Vec<f64>>)>,
+    pub alignment: Vec<(String, Vec<Vec<f64>>)>,
     /// `[layer][target]`: log2 of the head-mean attention ratio.
-    attention: Option<Vec<Vec<f64>>>,
+    pub attention: Option<Vec<Vec<f64>>>,
     /// `(parameter, [layer][target])`: out-of-fold probe confidence.
-    probe: Vec<(String, Vec<Vec<f64>>)>,
+    pub probe: Vec<(String, Vec<Vec<f64>>)>,
+    /// `[hypothesis][comparator][layer]`: the alignment.
+    pub alignment_values: Vec<Vec<Vec<f64>>>,
+    /// `[hypothesis][layer][replicate]`: the headline comparator's bootstrap
+    /// alignments (the same resamples of targets in both states).
+    pub alignment_replicates: Vec<Vec<Vec<f64>>>,
+    /// `[parameter][layer]`: the probe's cross-validated score.
+    pub probe_values: Vec<Vec<f64>>,
 }
 
-/// Runs every analysis on every model.
-pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResults, AnalysisError> {
-    let mut prompts = Table::default();
-    for run in runs {
-        let table = super::export::prompts_table(experiment, &run.name, &run.records);
-        prompts.header = table.header;
-        prompts.rows.extend(table.rows);
+/// One ICL state of one demonstration draw, and whether the p-values of
+/// every comparator and the intervals of the other comparators are needed
+/// (they are for the first draw, whose tables the report shows; later draws
+/// only feed the comparison across draws).
+#[derive(Debug, Clone, Copy)]
+struct StatePass {
+    shots: usize,
+    draw: usize,
+}
+
+impl StatePass {
+    fn first(shots: usize) -> StatePass {
+        StatePass { shots, draw: 0 }
     }
-    let mut results = StudyResults {
-        prompts,
-        behavior: behavior::behavior_table(experiment, runs),
+
+    fn in_full(&self) -> bool {
+        self.draw == 0
+    }
+}
+
+/// The result tables, with their headers and no rows.
+fn empty_results() -> StudyResults {
+    StudyResults {
+        prompts: Table::default(),
+        behavior: Table::default(),
         rsa_alignment: Table::new(&[
             "model",
             "task",
@@ -206,13 +237,66 @@ pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResult
             "spearman_rho",
             "spearman_p",
         ]),
+        robustness_draws: Table::default(),
+        robustness: Table::default(),
+        robustness_entries: BTreeMap::new(),
+    }
+}
+
+/// Runs every analysis on every model.
+pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResults, AnalysisError> {
+    let mut prompts = Table::default();
+    for run in runs {
+        let table = super::export::prompts_table(experiment, &run.name, &run.records);
+        prompts.header = table.header;
+        prompts.rows.extend(table.rows);
+    }
+    let mut results = StudyResults {
+        prompts,
+        behavior: behavior::behavior_table(experiment, runs),
+        ..empty_results()
     };
+    let draws = experiment.file.robustness.variants();
     for run in runs {
         for (t, task) in experiment.tasks.iter().enumerate() {
             behavior_arrays(experiment, run, t, &mut results);
-            let zero = analyze_state(experiment, run, t, 0, &mut results)?;
-            let k = analyze_state(experiment, run, t, task.shots, &mut results)?;
-            correlate(experiment, run, t, &zero, &k, &mut results)?;
+            let zero = analyze_state(experiment, run, t, StatePass::first(0), &mut results)?;
+            let k = analyze_state(
+                experiment,
+                run,
+                t,
+                StatePass::first(task.shots),
+                &mut results,
+            )?;
+            let correlated = correlate(experiment, run, t, 0, &zero, &k, &mut results)?;
+            if draws > 1 {
+                let mut findings = vec![super::robustness::findings(
+                    experiment,
+                    t,
+                    &zero,
+                    &k,
+                    &correlated,
+                )];
+                for draw in 1..draws {
+                    // Later draws' tables and arrays are not kept: only
+                    // their findings are compared with the first draw's.
+                    let mut scratch = empty_results();
+                    let pass = StatePass {
+                        shots: task.shots,
+                        draw,
+                    };
+                    let k = analyze_state(experiment, run, t, pass, &mut scratch)?;
+                    let correlated = correlate(experiment, run, t, draw, &zero, &k, &mut scratch)?;
+                    findings.push(super::robustness::findings(
+                        experiment,
+                        t,
+                        &zero,
+                        &k,
+                        &correlated,
+                    ));
+                }
+                super::robustness::record(experiment, run, t, &findings, &mut results);
+            }
         }
         if let Some(patching) = &run.patching {
             for tp in &patching.tasks {
@@ -227,12 +311,13 @@ fn analyze_state(
     experiment: &Experiment,
     run: &ModelRun,
     t: usize,
-    shots: usize,
+    pass: StatePass,
     results: &mut StudyResults,
 ) -> Result<StateMeasures, AnalysisError> {
+    let shots = pass.shots;
     let task = &experiment.tasks[t];
     let options = &experiment.file.analysis;
-    let records = state_records(experiment, &run.records, t, shots);
+    let records = draw_records(experiment, &run.records, t, shots, pass.draw);
     let instances: Vec<_> = records
         .iter()
         .map(|r| &task.instances[experiment.prompts[r.prompt].target])
@@ -280,6 +365,9 @@ fn analyze_state(
 
     let mut measures = StateMeasures::default();
     for (hi, hypothesis) in task.hypotheses.iter().enumerate() {
+        measures
+            .alignment_values
+            .push(vec![vec![f64::NAN; n_layers]; n_comp]);
         let h = SquareMatrix::new(n, hypothesis.matrix(&instances))?;
         let shared = results.array(task_array(&task.name, "hypotheses"), &[n_hyp, n, n]);
         for i in 0..n {
@@ -293,26 +381,45 @@ fn analyze_state(
         );
         for (c, name) in options.comparators.iter().enumerate() {
             let cmp = comparator(name);
-            let p_values = permutation_p_values_across_layers(
-                &similarities,
-                &h,
-                cmp,
-                options.permutations,
-                seed,
-            )?;
-            let adjusted = benjamini_hochberg(&p_values);
-            for (li, s) in similarities.iter().enumerate() {
-                let value = crate::analysis::rsa::alignment(s, &h, cmp)?;
-                let boot_seed = derive_seed(seed, stream(&format!("bootstrap/{li}")));
-                let (low, high) = bootstrap_ci(
-                    s,
+            let p_values = if pass.in_full() {
+                permutation_p_values_across_layers(
+                    &similarities,
                     &h,
                     cmp,
-                    &groups,
-                    options.bootstrap,
-                    boot_seed,
-                    options.confidence,
-                )?;
+                    options.permutations,
+                    seed,
+                )?
+            } else {
+                vec![f64::NAN; n_layers]
+            };
+            let adjusted = benjamini_hochberg(&p_values);
+            let mut replicates = Vec::new();
+            for (li, s) in similarities.iter().enumerate() {
+                let value = crate::analysis::rsa::alignment(s, &h, cmp)?;
+                measures.alignment_values[hi][c][li] = value;
+                let boot_seed = derive_seed(seed, stream(&format!("bootstrap/{li}")));
+                // The headline comparator keeps its bootstrap alignments:
+                // both states resample the same targets (same seed, same
+                // groups), so their differences give the gain's interval.
+                let (low, high) = if c == 0 {
+                    let draws = bootstrap_group_draws(&groups, options.bootstrap, boot_seed);
+                    let values = bootstrap_alignments(s, &h, cmp, &groups, &draws)?;
+                    let interval = percentile_interval(&values, options.confidence);
+                    replicates.push(values);
+                    interval
+                } else if pass.in_full() {
+                    bootstrap_ci(
+                        s,
+                        &h,
+                        cmp,
+                        &groups,
+                        options.bootstrap,
+                        boot_seed,
+                        options.confidence,
+                    )?
+                } else {
+                    (f64::NAN, f64::NAN)
+                };
                 let mut row = key(run.layers[li]);
                 row.extend([
                     hypothesis.name.clone(),
@@ -336,6 +443,7 @@ fn analyze_state(
                 }
             }
             if c == 0 {
+                measures.alignment_replicates.push(replicates);
                 let mut per_layer = Vec::with_capacity(similarities.len());
                 for (li, s) in similarities.iter().enumerate() {
                     let values = prompt_level_alignment(s, &h, cmp)?;
@@ -368,6 +476,7 @@ fn analyze_state(
     let n_probes = task.probes.len();
     for (pi, target) in task.probes.iter().enumerate() {
         let mut per_layer = Vec::with_capacity(grams.len());
+        let mut scores = Vec::with_capacity(grams.len());
         for (li, g) in grams.iter().enumerate() {
             let (metric, value, penalties, confidence) = if target.numeric {
                 let y: Vec<f64> = instances
@@ -422,8 +531,10 @@ fn analyze_state(
                 )
                 .set(&[state, pi, li], value);
             per_layer.push(confidence);
+            scores.push(value);
         }
         measures.probe.push((target.param.clone(), per_layer));
+        measures.probe_values.push(scores);
     }
 
     if task.attention_segments.is_some() {
@@ -547,16 +658,26 @@ fn attention(
     Ok(head_mean_log)
 }
 
+/// What the behaviour ↔ representation correlation of one draw found.
+#[derive(Debug)]
+pub(super) struct Correlated {
+    /// Per target: the behaviour's improvement from 0-shot to k-shot.
+    pub improvement: Vec<f64>,
+    /// Per measure: its Pearson r with the improvement, per layer.
+    pub pearson: Vec<(String, Vec<f64>)>,
+}
+
 fn correlate(
     experiment: &Experiment,
     run: &ModelRun,
     t: usize,
+    draw: usize,
     zero: &StateMeasures,
     k: &StateMeasures,
     results: &mut StudyResults,
-) -> Result<(), AnalysisError> {
+) -> Result<Correlated, AnalysisError> {
     let task = &experiment.tasks[t];
-    let delta_behavior = improvement(experiment, &run.records, t);
+    let delta_behavior = improvement_in_draw(experiment, &run.records, t, draw);
     let delta = |a: &[Vec<f64>], b: &[Vec<f64>]| -> Vec<Vec<f64>> {
         a.iter()
             .zip(b)
@@ -585,8 +706,13 @@ fn correlate(
     let names: Vec<String> = measures.iter().map(|(name, _)| name.clone()).collect();
     let n_measures = names.len();
     results.measures.insert(task.name.clone(), names);
+    let mut pearson = Vec::with_capacity(n_measures);
     for (mi, (measure, per_layer)) in measures.into_iter().enumerate() {
         let correlations = behavior_representation_correlation(&delta_behavior, &per_layer)?;
+        pearson.push((
+            measure.clone(),
+            correlations.iter().map(|c| c.pearson_r).collect(),
+        ));
         let deltas = results.array(
             model_array(&run.name, &task.name, "measure_delta"),
             &[n_measures, n_layers, n_targets],
@@ -628,7 +754,10 @@ fn correlate(
             ]);
         }
     }
-    Ok(())
+    Ok(Correlated {
+        improvement: delta_behavior,
+        pearson,
+    })
 }
 
 /// `behavior` `[state, target]`: absolute error (NaN when unparseable) for

@@ -44,17 +44,32 @@ pub fn summarize(records: &[&PromptRecord]) -> BehaviorSummary {
     }
 }
 
-/// Records of one task and ICL state, in target order.
+/// Records of one task and ICL state, in target order; the k-shot state is
+/// the first demonstration draw's.
 pub fn state_records<'r>(
     experiment: &Experiment,
     records: &'r [PromptRecord],
     task: usize,
     shots: usize,
 ) -> Vec<&'r PromptRecord> {
+    draw_records(experiment, records, task, shots, 0)
+}
+
+/// Records of one task and ICL state in demonstration draw `draw` (the
+/// 0-shot prompts, shared by every draw, are draw 0), in target order.
+pub fn draw_records<'r>(
+    experiment: &Experiment,
+    records: &'r [PromptRecord],
+    task: usize,
+    shots: usize,
+    draw: usize,
+) -> Vec<&'r PromptRecord> {
+    let draw = if shots == 0 { 0 } else { draw };
     let mut chosen: Vec<&PromptRecord> = records
         .iter()
         .filter(|r| {
-            experiment.prompts[r.prompt].task == task && experiment.prompts[r.prompt].shots == shots
+            let p = &experiment.prompts[r.prompt];
+            p.task == task && p.shots == shots && p.draw == draw
         })
         .collect();
     chosen.sort_by_key(|r| experiment.prompts[r.prompt].target);
@@ -65,9 +80,19 @@ pub fn state_records<'r>(
 /// 0-shot one. Numeric tasks: error reduction (NaN when either answer is
 /// unparseable); others: correctness gain (−1, 0 or 1).
 pub fn improvement(experiment: &Experiment, records: &[PromptRecord], task: usize) -> Vec<f64> {
+    improvement_in_draw(experiment, records, task, 0)
+}
+
+/// [`improvement`] with the k-shot prompts of demonstration draw `draw`.
+pub fn improvement_in_draw(
+    experiment: &Experiment,
+    records: &[PromptRecord],
+    task: usize,
+    draw: usize,
+) -> Vec<f64> {
     let t = &experiment.tasks[task];
     let zero = state_records(experiment, records, task, 0);
-    let k = state_records(experiment, records, task, t.shots);
+    let k = draw_records(experiment, records, task, t.shots, draw);
     zero.iter()
         .zip(&k)
         .map(|(a, b)| match t.scoring {

@@ -102,6 +102,14 @@ pub fn prompts_table(experiment: &Experiment, model: &str, records: &[PromptReco
             u8::from(record.score.unparseable).to_string(),
         ]);
     }
+    // Which demonstration draw each k-shot prompt shows, only when there
+    // are several (one-draw tables keep their columns).
+    if experiment.file.robustness.variants() > 1 {
+        table.header.push("draw");
+        for (row, record) in table.rows.iter_mut().zip(records) {
+            row.push(experiment.prompts[record.prompt].draw.to_string());
+        }
+    }
     table
 }
 
@@ -135,9 +143,13 @@ pub fn write_embeddings(
             layer_bytes,
         ));
         for (t, task) in experiment.tasks.iter().enumerate() {
-            for shots in [0, task.shots] {
+            // The 0-shot prompts, then each demonstration draw's k-shot
+            // prompts (the first as `k{shots}`, later ones `k{shots}-draw{d}`).
+            let draws = experiment.file.robustness.variants();
+            let states = std::iter::once((0, 0)).chain((0..draws).map(|d| (task.shots, d)));
+            for (shots, draw) in states {
                 // Target order, the same rows the analyses use.
-                let chosen = super::behavior::state_records(experiment, records, t, shots);
+                let chosen = super::behavior::draw_records(experiment, records, t, shots, draw);
                 let mut data = Vec::with_capacity(layers.len() * chosen.len() * dim * 4);
                 for li in 0..layers.len() {
                     for r in &chosen {
@@ -146,7 +158,10 @@ pub fn write_embeddings(
                         }
                     }
                 }
-                let prefix = format!("{model}/{}/k{shots}", task.name);
+                let prefix = match draw {
+                    0 => format!("{model}/{}/k{shots}", task.name),
+                    d => format!("{model}/{}/k{shots}-draw{d}", task.name),
+                };
                 buffers.push((
                     format!("{prefix}/embeddings"),
                     Dtype::F32,

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod export;
 pub mod patching;
 pub mod prompting;
+pub mod robustness;
 pub mod runner;
 mod summary;
 

@@ -85,9 +85,47 @@ impl StudyResults {
                 lines.extend(self.attention_change(run, task, &z, &k));
                 lines.extend(self.best_probes(run, task, &z, &k));
                 lines.extend(self.best_patching_layers(run, task));
+                lines.extend(self.robustness_line(run, task, experiment));
             }
         }
         lines
+    }
+
+    /// How many headline findings keep their sign in every draw of
+    /// demonstrations, and which do not (with several draws).
+    fn robustness_line(
+        &self,
+        run: &ModelRun,
+        task: &crate::experiment::Task,
+        experiment: &Experiment,
+    ) -> Vec<String> {
+        let t = &self.robustness;
+        if t.header.is_empty() {
+            return Vec::new();
+        }
+        let (finding, layer) = (column(t, "finding"), column(t, "layer"));
+        let (kept, headline) = (column(t, "sign_kept"), column(t, "headline"));
+        let rows: Vec<_> = rows(t, &[&run.name, &task.name])
+            .filter(|r| r[headline] == "true")
+            .collect();
+        let flipped: Vec<String> = rows
+            .iter()
+            .filter(|r| r[kept] != "true")
+            .map(|r| match r[layer].as_str() {
+                "" | "mean" => r[finding].clone(),
+                l => format!("{} at layer {l}", r[finding]),
+            })
+            .collect();
+        let draws = experiment.file.robustness.variants();
+        let mut line = format!(
+            "    across {draws} draws of demonstrations, {} of {} headline findings keep their sign",
+            rows.len() - flipped.len(),
+            rows.len()
+        );
+        if !flipped.is_empty() {
+            line.push_str(&format!("; not: {}", flipped.join("; ")));
+        }
+        vec![line]
     }
 
     /// Per patching method: the layer whose patch recovers the largest
