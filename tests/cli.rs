@@ -778,7 +778,9 @@ fn report_runs_the_paper_preset_end_to_end() {
     );
     let data = out.join("data");
     let rows = |name: &str| read_csv(&data.join(format!("{name}.csv"))).len() - 1;
-    assert_eq!(rows("prompts"), 2 * (9 * 4 + 6 * 4));
+    // Every target 0-shot once and 4-shot in each of the preset's 3 draws.
+    assert_eq!(rows("prompts"), 4 * (9 * 4 + 6 * 4));
+    assert!(rows("robustness") > 0 && rows("robustness_draws") > 0);
     assert_eq!(rows("rsa_alignment"), (5 + 2) * 2 * 30 * 3);
     assert_eq!(rows("probe"), (2 + 2) * 2 * 30);
     assert_eq!(rows("attention_ratio"), 2 * 30 * 10);

@@ -612,3 +612,139 @@ fn patched_shards_merge_into_the_single_machine_report() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The small experiment with three targets per condition (so that a target
+/// has three distinct sets of two demonstrations) and `robustness`.
+fn draws_experiment(dir: &Path, robustness: &str) -> String {
+    let text = SMALL_EXPERIMENT
+        .replace("instances_per_condition = 2", "instances_per_condition = 3")
+        + "\n[robustness]\n"
+        + robustness
+        + "\n";
+    let path = dir.join(format!("draws-{}.toml", robustness.len()));
+    std::fs::write(&path, text).expect("write experiment");
+    path.to_str().expect("utf-8").to_string()
+}
+
+#[test]
+fn three_draws_resume_and_shard_to_the_same_bytes_and_add_only_their_prompts() {
+    let dir = scratch("draws");
+    let three = draws_experiment(&dir, "draws = 3");
+    // Uninterrupted: 12 targets, each 0-shot once and k-shot in 3 draws.
+    let whole = dir.join("whole");
+    ok(&engine(&[
+        "report",
+        "-q",
+        &three,
+        "--out",
+        whole.to_str().expect("utf-8"),
+    ]));
+    // 48 prompts (two 0-shot prompts of identical text share a record).
+    let prompts = std::fs::read_to_string(whole.join("data/prompts.csv")).expect("read");
+    assert!(prompts.lines().next().is_some_and(|h| h.ends_with(",draw")));
+    for table in ["robustness", "robustness_draws"] {
+        assert!(
+            whole.join("data").join(format!("{table}.csv")).is_file(),
+            "{table}.csv"
+        );
+    }
+    let html = std::fs::read_to_string(whole.join("index.html")).expect("read");
+    assert!(
+        html.contains("keep their sign in all 3 draws"),
+        "robustness table"
+    );
+
+    // One draw first, then three: only the new draws' prompts are captured,
+    // and the report is the uninterrupted one.
+    let grown = dir.join("grown");
+    let one = draws_experiment(&dir, "draws = 1");
+    ok(&engine(&[
+        "report",
+        "-q",
+        &one,
+        "--out",
+        grown.to_str().expect("utf-8"),
+    ]));
+    let text = ok(&engine(&[
+        "report",
+        &three,
+        "--out",
+        grown.to_str().expect("utf-8"),
+    ]));
+    assert!(text.contains("24 from the cache"), "{text}");
+    same_report(&whole, &grown);
+
+    // Two shards, merged.
+    let mut shard_files = Vec::new();
+    for i in 1..=2 {
+        let out = dir.join(format!("machine-{i}"));
+        ok(&engine(&[
+            "report",
+            "-q",
+            &three,
+            "--shard",
+            &format!("{i}/2"),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]));
+        let file = out.join("shards").join(format!("shard-{i}-of-2.zip"));
+        shard_files.push(file.to_str().expect("utf-8").to_string());
+    }
+    let merged = dir.join("merged");
+    let mut args = vec!["merge", "-q"];
+    args.extend(shard_files.iter().map(String::as_str));
+    args.extend(["--out", merged.to_str().expect("utf-8")]);
+    ok(&engine(&args));
+    same_report(&whole, &merged);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn one_draw_written_out_is_the_report_without_a_robustness_section() {
+    // The reference's cache serves every prompt: the keys are the same.
+    // (The copy of its folder forgets the reference's inputs, so that the
+    // analyses run again rather than reuse its results.)
+    let dir = scratch("one-draw");
+    let out = dir.join("small");
+    copy_dir(reference(), &out);
+    std::fs::remove_file(out.join("cache").join("inputs.sha256")).expect("remove");
+    let path = dir.join("one.toml");
+    std::fs::write(
+        &path,
+        SMALL_EXPERIMENT.to_string() + "\n[robustness]\ndraws = 1\norders = 1\n",
+    )
+    .expect("write");
+    let text = ok(&engine(&[
+        "report",
+        path.to_str().expect("utf-8"),
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]));
+    assert!(
+        text.contains("(0 captured now, 16 from the cache)"),
+        "{text}"
+    );
+    same_report(reference(), &out);
+    for table in ["behavior", "probe", "correlation", "attention_ratio"] {
+        let file = format!("data/{table}.csv");
+        assert_eq!(
+            std::fs::read(reference().join(&file)).expect("read"),
+            std::fs::read(out.join(&file)).expect("read"),
+            "{file}"
+        );
+    }
+    assert!(!out.join("data/robustness.csv").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}

@@ -132,11 +132,14 @@ impl PromptCache {
         self.path(key).is_file()
     }
 
-    /// The cached record of `key`, its score recomputed; `None` when absent
-    /// or unreadable (then it is captured again).
-    pub fn get(&self, key: &str, experiment: &Experiment) -> Option<PromptRecord> {
+    /// The cached record of `key` for prompt `prompt`, its score
+    /// recomputed; `None` when absent or unreadable (then it is captured
+    /// again). Two prompts of identical text answered beside the same
+    /// prompts share a key (their captures are the same), so the record
+    /// takes the index asked for, not the one it was written with.
+    pub fn get(&self, key: &str, experiment: &Experiment, prompt: usize) -> Option<PromptRecord> {
         let bytes = std::fs::read(self.path(key)).ok()?;
-        match decode(&bytes, experiment) {
+        match decode(&bytes, experiment, prompt) {
             Some(record) => Some(record),
             None => {
                 tracing::warn!(
@@ -206,7 +209,7 @@ fn encode(record: &PromptRecord) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode(bytes: &[u8], experiment: &Experiment) -> Option<PromptRecord> {
+fn decode(bytes: &[u8], experiment: &Experiment, index: usize) -> Option<PromptRecord> {
     let mut input = bytes;
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic).ok()?;
@@ -229,7 +232,7 @@ fn decode(bytes: &[u8], experiment: &Experiment) -> Option<PromptRecord> {
         .collect();
     let (embedding, rest) = values.split_at(header.embedding);
     let (attention, last_state) = rest.split_at(header.attention.unwrap_or(0));
-    let prompt = experiment.prompts.get(header.prompt)?;
+    let prompt = experiment.prompts.get(index)?;
     let task = &experiment.tasks[prompt.task];
     let score = scoring::score(
         task.scoring,
@@ -237,7 +240,7 @@ fn decode(bytes: &[u8], experiment: &Experiment) -> Option<PromptRecord> {
         &header.generated,
     );
     Some(PromptRecord {
-        prompt: header.prompt,
+        prompt: index,
         n_tokens: header.n_tokens,
         token_spans: header
             .token_spans

@@ -172,15 +172,17 @@ fn prefix_text(experiment: &Experiment, index: usize) -> Option<&str> {
 /// The order in which to capture `prompts`: as given, except that prompts
 /// that may share a prefix follow the first of them, so that each prefix
 /// runs once. Any order gives the same numbers; this one gives the fewest
-/// decodes.
+/// decodes. Prompts of different demonstration draws are never grouped, so
+/// that adding a draw leaves the earlier draws' order (and batches) alone.
 pub fn capture_order(experiment: &Experiment, prompts: &[usize]) -> Vec<usize> {
-    let mut first_with: std::collections::HashMap<&str, usize> = Default::default();
+    let mut first_with: std::collections::HashMap<(usize, &str), usize> = Default::default();
     let mut keyed: Vec<(usize, usize)> = prompts
         .iter()
         .enumerate()
         .map(|(position, &p)| {
+            let draw = experiment.prompts[p].draw;
             let group = match prefix_text(experiment, p) {
-                Some(text) => *first_with.entry(text).or_insert(position),
+                Some(text) => *first_with.entry((draw, text)).or_insert(position),
                 None => position,
             };
             (group, p)
@@ -192,23 +194,25 @@ pub fn capture_order(experiment: &Experiment, prompts: &[usize]) -> Vec<usize> {
 }
 
 /// The answer batches of the experiment: its prompts in capture order, cut
-/// into runs of `capture.answer_batch` prompts of one task. They depend on
-/// the experiment alone, never on what is cached or which shard runs, so a
-/// prompt is always answered beside the same prompts (on a GPU, the batch
-/// can change the rounding of an answer's logits); and a task's batches do
-/// not change when another task is added or edited.
+/// into runs of `capture.answer_batch` prompts of one task and one
+/// demonstration draw (the 0-shot prompts go with the first draw). They
+/// depend on the experiment alone, never on what is cached or which shard
+/// runs, so a prompt is always answered beside the same prompts (on a GPU,
+/// the batch can change the rounding of an answer's logits); and a task's
+/// batches do not change when another task, or another draw, is added.
 pub fn answer_batches(experiment: &Experiment) -> Vec<Vec<usize>> {
     let width = experiment.file.capture.answer_batch.max(1);
     let all: Vec<usize> = (0..experiment.prompts.len()).collect();
     let mut batches: Vec<Vec<usize>> = Vec::new();
-    let mut task = None;
+    let mut group = None;
     for p in capture_order(experiment, &all) {
-        let this_task = experiment.prompts[p].task;
+        let prompt = &experiment.prompts[p];
+        let this_group = (prompt.task, prompt.draw);
         match batches.last_mut() {
-            Some(batch) if task == Some(this_task) && batch.len() < width => batch.push(p),
+            Some(batch) if group == Some(this_group) && batch.len() < width => batch.push(p),
             _ => batches.push(vec![p]),
         }
-        task = Some(this_task);
+        group = Some(this_group);
     }
     batches
 }

@@ -291,7 +291,7 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         .iter()
         .enumerate()
         .map(|(p, key)| {
-            cache.get(key, experiment).ok_or_else(|| {
+            cache.get(key, experiment, p).ok_or_else(|| {
                 anyhow::anyhow!(
                     "prompt {p} is missing from the capture cache `{}` although it was just written",
                     cache.dir().display()
