@@ -10,6 +10,7 @@ arithmetic is real.
     python3 scripts/tiny_arch_gguf.py gemma2 --tokenizer models/SmolLM2-135M-Instruct.Q4_1.gguf -o /tmp/gemma2.gguf
     python3 scripts/tiny_arch_gguf.py qwen3 --tokenizer tok.gguf -o qwen3.gguf --seed 7 --blocks 2
     python3 scripts/tiny_arch_gguf.py gemma3 --tokenizer tok.gguf -o gemma3.gguf --sliding-window 4
+    python3 scripts/tiny_arch_gguf.py llama --tokenizer tok.gguf -o tied.gguf --paired-output-rows
 
 Needs only Python 3 and numpy: the GGUF is read and written with the
 functions of scripts/paper_shaped_gguf.py (version 3, little-endian,
@@ -44,6 +45,13 @@ src/models/<arch>.cpp read: no tensor more, none less.
   tokens (default 8) with `gemma3.attention.sliding_window_pattern` 2 (so
   3 blocks have both kinds: layers 0 and 2 slide, 1 is global), RoPE base
   1e6 on global layers and 10000 on sliding ones (as Gemma 3), post norms.
+
+`--paired-output-rows` makes the rows of the output matrix come in
+identical pairs (row 2i+1 = row 2i; the tokenizer is unchanged): through
+the tied embedding, tokens 2i and 2i+1 then get the same logit bit for bit,
+so every greedy choice is an exact tie (a test of the engine's top-two logit
+gaps). The rows are the token embedding's, so paired tokens also share an
+input embedding; float16 keeps them identical.
 
 Weights are normal with standard deviation 1/√fan-in, except the query and
 key matrices (and, for qwen3 and gemma3, the Q/K norm weights), scaled so
@@ -182,10 +190,20 @@ def write_gguf(path, meta, tensors):
     return len(head) + padding(len(head)) + offset
 
 
-def metadata(arch, blocks, vocab, window, seed, tokenizer):
+def pair_rows(data, kind, ne):
+    """`data` (a tensor of `ne`, rows of ne[0] values) with each odd row a
+    copy of the even row before it."""
+    rows = np.frombuffer(data, dtype="<f2" if kind == GGML_F16 else "<f4").reshape(ne[1], ne[0]).copy()
+    rows[1::2] = rows[0:rows.shape[0] // 2 * 2:2]
+    return rows.tobytes()
+
+
+def metadata(arch, blocks, vocab, window, seed, tokenizer, paired=False):
     d = HEAD_DIM[arch]
     name = (f"Tiny random-weight {arch} (seed {seed}, {blocks} blocks, width {N_EMBD}): "
             f"for the engine's attention tests, answers are noise")
+    if paired:
+        name += "; output rows in identical pairs, every greedy choice a tie"
     a = arch
     meta = {
         "general.architecture": (STRING, arch),
@@ -238,6 +256,8 @@ def main():
                     help=f"number of blocks (default {DEFAULT_BLOCKS})")
     ap.add_argument("--sliding-window", type=int,
                     help=f"gemma2, gemma3: the sliding window in tokens (default {DEFAULT_WINDOW})")
+    ap.add_argument("--paired-output-rows", action="store_true",
+                    help="output rows in identical pairs (2i+1 = 2i): every greedy choice an exact tie")
     args = ap.parse_args()
 
     arch = args.arch
@@ -269,10 +289,14 @@ def main():
         fail(f"`{args.tokenizer}` has no tokenizer (no tokenizer.ggml.tokens): pass the default model")
     vocab = len(tokenizer["tokenizer.ggml.tokens"][1][1])
 
-    meta = metadata(arch, args.blocks, vocab, window, args.seed, tokenizer)
+    meta = metadata(arch, args.blocks, vocab, window, args.seed, tokenizer, args.paired_output_rows)
     plan = tensor_plan(arch, args.blocks, vocab)
     tensors = [(name, ne, kind, tensor_data(name, ne, kind, fill, args.seed))
                for name, ne, kind, fill in plan]
+    if args.paired_output_rows:
+        # The output matrix is the token embedding (no output.weight).
+        tensors = [(name, ne, kind, pair_rows(data, kind, ne) if name == "token_embd.weight" else data)
+                   for name, ne, kind, data in tensors]
     size = write_gguf(args.out, meta, tensors)
     params = sum(int(np.prod(ne)) for _, ne, _, _ in plan)
     d = HEAD_DIM[arch]
@@ -281,6 +305,8 @@ def main():
         slide = sliding_layers(arch, args.blocks)
         extra = (f"; sliding window {window} tokens on layers {slide or 'none'}, "
                  f"global on {[il for il in range(args.blocks) if il not in slide] or 'none'}")
+    if args.paired_output_rows:
+        extra += "; output rows in identical pairs"
     print(f"wrote {args.out}: tiny random {arch}, {args.blocks} blocks × width {N_EMBD}, "
           f"{N_HEAD} heads of {d} over {N_HEAD_KV} KV heads, FFN {N_FF}, vocabulary {vocab}"
           f"{extra}; {params / 1e6:.2f} M parameters, {size / 1e6:.1f} MB")

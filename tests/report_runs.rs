@@ -621,7 +621,7 @@ fn draws_experiment(dir: &Path, robustness: &str) -> String {
         + "\n[robustness]\n"
         + robustness
         + "\n";
-    let path = dir.join(format!("draws-{}.toml", robustness.len()));
+    let path = dir.join(format!("{}.toml", robustness.replace([' ', '=', '\n'], "")));
     std::fs::write(&path, text).expect("write experiment");
     path.to_str().expect("utf-8").to_string()
 }

@@ -203,6 +203,19 @@ pub struct ReportArgs {
     /// (or --out), and say whether the new bundle is identical.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["experiment", "preset", "shard"])]
     pub reproduce: Option<PathBuf>,
+    /// Also measure how far rounding alone moves the results: rerun a
+    /// sample of the prompts (whole answer batches, drawn under the
+    /// experiment's seed) with the other flash-attention setting, and report
+    /// how many greedy answers change and the largest change of a pooled
+    /// hidden state and of an attention mass (data/rounding_check.csv).
+    /// Costs about one more capture of the sampled prompts per model; the
+    /// cache and every analysed number stay as without it.
+    #[arg(long, conflicts_with = "shard")]
+    pub check_rounding: bool,
+    /// How many prompts --check-rounding reruns per model (at least; whole
+    /// answer batches).
+    #[arg(long, value_name = "N", default_value_t = crate::study::rounding::DEFAULT_PROMPTS, requires = "check_rounding")]
+    pub check_rounding_prompts: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

@@ -155,7 +155,7 @@ fn writing_a_layers_own_value_back_changes_nothing() {
     assert_eq!(first.to_bits(), reference.first_token_logprob.to_bits());
     assert_eq!(whole.to_bits(), reference.answer_logprob.to_bits());
     // Scoring the answer leaves the session ready to generate as before.
-    let generated = s.continue_greedy_until(8, stop).expect("generate");
+    let generated = s.continue_greedy_until(8, stop).expect("generate").tokens;
     assert_eq!(Some(generated), reference.generated);
 }
 

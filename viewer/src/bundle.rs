@@ -149,6 +149,10 @@ pub struct Manifest {
     pub models: Vec<ModelEntry>,
     pub tasks: Vec<TaskEntry>,
     pub prompts: Vec<PromptEntry>,
+    /// The top-two logit gap below which an answer's greedy choice is a
+    /// near-tie (the `answer_gap` arrays); absent in older bundles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub near_tie_gap: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +181,24 @@ pub struct ModelEntry {
     /// absent for plain-text prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat: Option<ChatEntry>,
+    /// What `engine report --check-rounding` found, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounding_check: Option<RoundingEntry>,
+}
+
+/// A sample of prompts rerun with the other attention setting (flash
+/// attention on ↔ off, a change of rounding only), against the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundingEntry {
+    /// e.g. "flash attention off instead of auto".
+    pub other_setting: String,
+    pub prompts: usize,
+    pub answers_changed: usize,
+    pub scores_changed: usize,
+    /// The largest relative change of a pooled hidden state.
+    pub largest_embedding_change: f64,
+    /// The largest relative change of an attention mass, when compared.
+    pub largest_attention_change: Option<f64>,
 }
 
 /// How the prompts of a chat model were rendered: each prompt one user
@@ -532,6 +554,7 @@ mod tests {
             models: vec![],
             tasks: vec![],
             prompts: vec![],
+            near_tie_gap: None,
         }
     }
 

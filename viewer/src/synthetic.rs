@@ -297,6 +297,7 @@ fn one_model(spec: Spec, model: &str) -> Bundle {
                 layers: (0..layers).collect(),
                 attention_path: None,
                 chat: None,
+                rounding_check: None,
             }],
             tasks: vec![TaskEntry {
                 name: task.to_string(),
@@ -328,6 +329,7 @@ fn one_model(spec: Spec, model: &str) -> Bundle {
                 robustness: None,
             }],
             prompts,
+            near_tie_gap: None,
         },
         tensors,
     };

@@ -20,15 +20,16 @@
 //! bytes.
 
 use super::llama::{BatchToken, FlashAttention, LlamaContext, RawContextParams};
-use super::session::{argmax, CaptureError, Model, Session};
+use super::session::{greedy_choice, CaptureError, GreedyAnswer, GreedyChoice, Model, Session};
 
 /// Where the answer of one captured prompt starts.
 #[derive(Debug, Clone, Copy)]
 struct AnswerStart {
     /// Tokens in the prompt's cache.
     position: usize,
-    /// The greedy choice after the prompt (the argmax of its last logits).
-    first: i32,
+    /// The greedy choice after the prompt (from its last logits), with
+    /// its top-two gap.
+    first: GreedyChoice,
     /// The capture context's size: the answer stops there, as it would
     /// have in the capture context.
     limit: usize,
@@ -93,7 +94,7 @@ impl<'m> AnswerBatch<'m> {
         let (position, logits) = session.answer_point()?;
         let start = AnswerStart {
             position,
-            first: argmax(logits),
+            first: greedy_choice(logits),
             limit: session.n_ctx(),
         };
         if self.starts.is_empty() {
@@ -114,12 +115,13 @@ impl<'m> AnswerBatch<'m> {
     /// exactly as [`Session::continue_greedy_until`] would right after its
     /// capture: up to `max_new` tokens, stopping before an end-of-generation
     /// token and after one for which `stop` is true; the final token is
-    /// never run. Afterwards the batch is empty.
+    /// never run. Each answer keeps the top-two logit gap of its choices
+    /// (see [`GreedyAnswer::gaps`]). Afterwards the batch is empty.
     pub fn generate(
         &mut self,
         max_new: usize,
         stop: impl Fn(i32) -> bool,
-    ) -> Result<Vec<Vec<i32>>, CaptureError> {
+    ) -> Result<Vec<GreedyAnswer>, CaptureError> {
         let starts = std::mem::take(&mut self.starts);
         // The last token of an answer is never run.
         let cells: usize = starts
@@ -135,8 +137,8 @@ impl<'m> AnswerBatch<'m> {
         }
         struct Answer {
             position: usize,
-            next: i32,
-            tokens: Vec<i32>,
+            next: GreedyChoice,
+            greedy: GreedyAnswer,
             done: bool,
         }
         let mut answers: Vec<Answer> = starts
@@ -144,7 +146,7 @@ impl<'m> AnswerBatch<'m> {
             .map(|s| Answer {
                 position: s.position,
                 next: s.first,
-                tokens: Vec::new(),
+                greedy: GreedyAnswer::default(),
                 done: max_new == 0,
             })
             .collect();
@@ -154,13 +156,20 @@ impl<'m> AnswerBatch<'m> {
                 if answer.done {
                     continue;
                 }
-                let next = answer.next;
-                if self.model.is_end_of_generation(next) || answer.position >= start.limit {
+                let GreedyChoice { token: next, gap } = answer.next;
+                let greedy = &mut answer.greedy;
+                if self.model.is_end_of_generation(next) {
+                    greedy.gaps.push(gap);
                     answer.done = true;
                     continue;
                 }
-                answer.tokens.push(next);
-                if answer.tokens.len() == max_new || stop(next) {
+                if answer.position >= start.limit {
+                    answer.done = true;
+                    continue;
+                }
+                greedy.tokens.push(next);
+                greedy.gaps.push(gap);
+                if greedy.tokens.len() == max_new || stop(next) {
                     answer.done = true;
                     continue;
                 }
@@ -181,10 +190,10 @@ impl<'m> AnswerBatch<'m> {
                     CaptureError::Decode("llama.cpp returned no logits while answering".into())
                 })?;
                 let answer = &mut answers[token.seq as usize];
-                answer.next = argmax(logits);
+                answer.next = greedy_choice(logits);
                 answer.position += 1;
             }
         }
-        Ok(answers.into_iter().map(|a| a.tokens).collect())
+        Ok(answers.into_iter().map(|a| a.greedy).collect())
     }
 }

@@ -31,5 +31,6 @@ pub use request::{
     HiddenRequest, Pooling,
 };
 pub use session::{
-    model_architecture, CaptureError, ContextOptions, Model, ModelInfo, ModelOptions, Session,
+    model_architecture, CaptureError, ContextOptions, GreedyAnswer, Model, ModelInfo, ModelOptions,
+    Session,
 };

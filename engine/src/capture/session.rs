@@ -543,6 +543,14 @@ impl<'m> Session<'m> {
         Ok((self.position, &self.last_logits))
     }
 
+    /// The next-token logits the session holds, as llama.cpp returned them:
+    /// those of the last capture's last token, or, after a generation, those
+    /// its last greedy choice was made from (a generation's final token is
+    /// not run). Empty before any capture.
+    pub fn last_logits(&self) -> &[f32] {
+        &self.last_logits
+    }
+
     /// The options this session was created with.
     pub fn options(&self) -> &ContextOptions {
         &self.options
@@ -874,17 +882,18 @@ impl<'m> Session<'m> {
     /// its cache (the prompt is not run again). Stops at an end-of-generation
     /// token, which is not returned.
     pub fn continue_greedy(&mut self, max_new: usize) -> Result<Vec<i32>, CaptureError> {
-        self.continue_greedy_until(max_new, |_| false)
+        Ok(self.continue_greedy_until(max_new, |_| false)?.tokens)
     }
 
     /// Like [`Session::continue_greedy`], and also stops after the first
     /// token for which `stop` is true (returned), e.g. one holding a newline
-    /// when only the first line is the answer.
+    /// when only the first line is the answer. Keeps the top-two logit gap
+    /// of every choice (see [`GreedyAnswer::gaps`]).
     pub fn continue_greedy_until(
         &mut self,
         max_new: usize,
         stop: impl Fn(i32) -> bool,
-    ) -> Result<Vec<i32>, CaptureError> {
+    ) -> Result<GreedyAnswer, CaptureError> {
         if self.last_logits.is_empty() {
             return Err(CaptureError::BadRequest(
                 "generation needs a captured prompt first".into(),
@@ -893,20 +902,25 @@ impl<'m> Session<'m> {
         if let Some(token) = self.pending.take() {
             self.step(token)?;
         }
-        let mut generated = Vec::new();
-        while generated.len() < max_new {
-            let next = argmax(&self.last_logits);
-            if self.model.is_end_of_generation(next) || self.position >= self.n_ctx() {
+        let mut answer = GreedyAnswer::default();
+        while answer.tokens.len() < max_new {
+            let next = greedy_choice(&self.last_logits);
+            if self.model.is_end_of_generation(next.token) {
+                answer.gaps.push(next.gap);
                 break;
             }
-            generated.push(next);
-            if generated.len() == max_new || stop(next) {
-                self.pending = Some(next);
+            if self.position >= self.n_ctx() {
                 break;
             }
-            self.step(next)?;
+            answer.tokens.push(next.token);
+            answer.gaps.push(next.gap);
+            if answer.tokens.len() == max_new || stop(next.token) {
+                self.pending = Some(next.token);
+                break;
+            }
+            self.step(next.token)?;
         }
-        Ok(generated)
+        Ok(answer)
     }
 
     /// Runs one generated token and keeps its next-token logits.
@@ -1037,13 +1051,130 @@ pub(super) fn resolve_threads(threads: usize) -> usize {
     }
 }
 
-/// The index of the largest logit (the lowest index on ties).
-pub(crate) fn argmax(logits: &[f32]) -> i32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
+/// A greedy answer, and how narrowly each of its choices was made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GreedyAnswer {
+    /// The generated tokens; an end-of-generation token that ended the
+    /// answer is not among them.
+    pub tokens: Vec<i32>,
+    /// The top-two logit gap of each greedy choice that shaped the answer,
+    /// in order: one per token, and one more for the end-of-generation
+    /// token when that ended the answer (an answer stopped by its length,
+    /// by `stop` or by the context has one per token). A gap of 0 is an
+    /// exact tie.
+    pub gaps: Vec<f32>,
+}
+
+/// The greedy choice of one row of logits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct GreedyChoice {
+    /// The index of the largest logit (the lowest index on ties).
+    pub token: i32,
+    /// The largest logit minus the second largest (0 on a tie; infinite
+    /// for a vocabulary of one, where nothing competes).
+    pub gap: f32,
+}
+
+/// The greedy choice of `logits` and its top-two gap, in one pass.
+pub(crate) fn greedy_choice(logits: &[f32]) -> GreedyChoice {
+    let Some((&first, rest)) = logits.split_first() else {
+        return GreedyChoice {
+            token: 0,
+            gap: f32::INFINITY,
+        };
+    };
+    let (mut best, mut top, mut second) = (0, first, f32::NEG_INFINITY);
+    for (i, &l) in rest.iter().enumerate() {
+        // Strictly greater: on a tie the first index stays the choice, and
+        // the equal logit becomes the second.
+        if l > top {
+            (best, second, top) = (i + 1, top, l);
+        } else if l > second {
+            second = l;
         }
     }
-    best as i32
+    // Equal infinities would subtract to NaN; they are a tie.
+    let gap = if top == second { 0.0 } else { top - second };
+    GreedyChoice {
+        token: best as i32,
+        gap,
+    }
+}
+
+/// The index of the largest logit (the lowest index on ties).
+pub(crate) fn argmax(logits: &[f32]) -> i32 {
+    greedy_choice(logits).token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{argmax, greedy_choice, GreedyChoice};
+
+    #[test]
+    fn the_gap_is_the_largest_logit_minus_the_second() {
+        let choice = greedy_choice(&[0.5, 3.25, -1.0, 2.0]);
+        assert_eq!(
+            choice,
+            GreedyChoice {
+                token: 1,
+                gap: 1.25
+            }
+        );
+    }
+
+    #[test]
+    fn a_tie_has_gap_zero_and_the_first_index_wins() {
+        assert_eq!(greedy_choice(&[1.0, 4.0, 2.0, 4.0]).token, 1);
+        assert_eq!(
+            greedy_choice(&[1.0, 4.0, 2.0, 4.0]).gap.to_bits(),
+            0.0f32.to_bits()
+        );
+        // The tie may come before or after a smaller logit, or be the first.
+        assert_eq!(greedy_choice(&[7.0, 7.0]).token, 0);
+        assert_eq!(greedy_choice(&[7.0, 7.0]).gap, 0.0);
+        assert_eq!(greedy_choice(&[f32::INFINITY, 0.0, f32::INFINITY]).gap, 0.0);
+    }
+
+    #[test]
+    fn negative_logits_give_a_positive_gap() {
+        let choice = greedy_choice(&[-9.5, -3.0, -4.5, -30.0]);
+        assert_eq!(choice.token, 1);
+        assert_eq!(choice.gap, 1.5);
+    }
+
+    #[test]
+    fn the_second_largest_may_come_before_or_after_the_largest() {
+        // The second largest is found both when it is overtaken and when it
+        // follows the largest.
+        assert_eq!(greedy_choice(&[2.0, 5.0, 1.0]).gap, 3.0);
+        assert_eq!(greedy_choice(&[5.0, 1.0, 2.0]).gap, 3.0);
+    }
+
+    #[test]
+    fn a_vocabulary_of_one_has_no_competitor() {
+        assert_eq!(
+            greedy_choice(&[-2.0]),
+            GreedyChoice {
+                token: 0,
+                gap: f32::INFINITY
+            }
+        );
+    }
+
+    #[test]
+    fn the_gap_is_computed_in_f32_exactly_as_top1_minus_top2() {
+        let logits = [13.718_39f32, -0.1, 13.718_38, 2.0];
+        assert_eq!(
+            greedy_choice(&logits).gap.to_bits(),
+            (logits[0] - logits[2]).to_bits()
+        );
+    }
+
+    #[test]
+    fn argmax_is_the_greedy_choice() {
+        for logits in [&[1.0f32, 3.0, 3.0, 2.0][..], &[-1.0, -1.0], &[0.0]] {
+            assert_eq!(argmax(logits), greedy_choice(logits).token);
+        }
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+    }
 }

@@ -431,7 +431,7 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
                 t_batched += started.elapsed();
             }
             let started = Instant::now();
-            alone.push(bare.continue_greedy_until(max_new, newline)?);
+            alone.push(bare.continue_greedy_until(max_new, newline)?.tokens);
             t_alone += started.elapsed();
         }
         answer_tokens += alone.iter().map(Vec::len).sum::<usize>();
@@ -439,7 +439,11 @@ fn run_pipeline(args: &BenchArgs) -> anyhow::Result<()> {
             let started = Instant::now();
             let batched = answers.generate(max_new, newline)?;
             t_batched += started.elapsed();
-            differing += batched.iter().zip(&alone).filter(|(a, b)| a != b).count();
+            differing += batched
+                .iter()
+                .zip(&alone)
+                .filter(|(a, b)| &a.tokens != *b)
+                .count();
         }
     }
     let batched = bare_answers.is_some();

@@ -15,6 +15,7 @@ use crate::experiment::Experiment;
 use crate::progress::{duration, note, Mode};
 use crate::report::site::SiteIndex;
 use crate::report::{self, Provenance, RenderOptions};
+use crate::study::rounding::RoundingCheck;
 use crate::study::runner::{self, CaptureJob, CaptureOutcome, Shard};
 use crate::study::{self, ModelRun};
 
@@ -41,6 +42,7 @@ pub(crate) struct Plan {
 }
 
 pub(crate) fn run(args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
+    check_rounding_arguments(args)?;
     let plan = match &args.reproduce {
         Some(dir) => provenance::plan_reproduction(dir, args)?,
         None => plan(args)?,
@@ -49,6 +51,18 @@ pub(crate) fn run(args: &ReportArgs, quiet: bool) -> anyhow::Result<()> {
     publish(&plan, args, quiet)?;
     if let Some(original) = reproduced {
         provenance::compare_bundles(&original, &plan.out, quiet)?;
+    }
+    Ok(())
+}
+
+/// `--check-rounding-prompts 0` asks for a check of nothing.
+fn check_rounding_arguments(args: &ReportArgs) -> anyhow::Result<()> {
+    if args.check_rounding && args.check_rounding_prompts == 0 {
+        return Err(BadInput(format!(
+            "--check-rounding-prompts 0 reruns no prompt: give at least 1 (the default is {}), or leave out --check-rounding",
+            study::rounding::DEFAULT_PROMPTS
+        ))
+        .into());
     }
     Ok(())
 }
@@ -124,6 +138,9 @@ pub(crate) fn publish_into(
     let mut record = RunRecord::start();
 
     let mut runs: Vec<ModelRun> = Vec::new();
+    // What `--check-rounding` found, per model (by its name in the
+    // report), in the order of the models.
+    let mut rounding_checks: Vec<(String, RoundingCheck)> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let mut shard_caches = Vec::new();
     for (m, path) in plan.models.iter().enumerate() {
@@ -139,10 +156,14 @@ pub(crate) fn publish_into(
             shard,
             progress: mode,
             known_sha256: plan.known_sha256.get(m).cloned().flatten(),
+            check_rounding: args.check_rounding.then_some(args.check_rounding_prompts),
         };
         match runner::capture_model(&job)? {
-            CaptureOutcome::Complete(run) => {
+            CaptureOutcome::Complete { run, rounding } => {
                 record.capture(&run);
+                if let Some(check) = rounding {
+                    rounding_checks.push((name.clone(), check));
+                }
                 runs.push(*run);
             }
             CaptureOutcome::Shard {
@@ -184,7 +205,7 @@ pub(crate) fn publish_into(
     // Nothing changed since the last complete run (same engine, experiment
     // and captured records, and its results as the engine wrote them):
     // reuse its bundle and tables, re-render only.
-    let digest = inputs_digest(experiment, &runs);
+    let digest = inputs_digest(experiment, &runs, args.check_rounding);
     let digest_path = runner::cache_root(out).join("inputs.sha256");
     let unchanged = std::fs::read_to_string(&digest_path).ok().as_deref() == Some(digest.as_str())
         && folder.holds_own(viewer::bundle::FILE_NAME)
@@ -226,10 +247,21 @@ pub(crate) fn publish_into(
         if let Some(created) = &plan.created {
             provenance.created = created.clone();
         }
-        let bundle = report::build_bundle(experiment, &runs, &results, &provenance)?;
+        let mut bundle = report::build_bundle(experiment, &runs, &results, &provenance)?;
+        for (name, check) in &rounding_checks {
+            if let Some(model) = bundle.manifest.models.iter_mut().find(|m| &m.name == name) {
+                model.rounding_check = Some(check.entry());
+            }
+        }
         report::write_bundle(&staged_bundle, &bundle)?;
         (bundle, Some(results))
     };
+    if !rounding_checks.is_empty() {
+        let data = staging.join("data");
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("cannot create `{}`", data.display()))?;
+        study::rounding::table(&rounding_checks).write(&data.join(study::rounding::TABLE_FILE))?;
+    }
     let started = Instant::now();
     let bundle_bytes = std::fs::metadata(&staged_bundle)
         .or_else(|_| std::fs::metadata(&bundle_path))
@@ -247,9 +279,14 @@ pub(crate) fn publish_into(
         None
     };
     record.stage("rendering", started.elapsed().as_secs_f64());
-    // An unchanged run keeps the bundle and tables of the last one.
-    let reused =
-        |rel: &str| unchanged && (rel == viewer::bundle::FILE_NAME || rel.starts_with("data/"));
+    // An unchanged run keeps the bundle and tables of the last one, but
+    // for the rounding check's, which only a run with the check writes.
+    let rounding_table = format!("data/{}", study::rounding::TABLE_FILE);
+    let reused = |rel: &str| {
+        unchanged
+            && rel != rounding_table
+            && (rel == viewer::bundle::FILE_NAME || rel.starts_with("data/"))
+    };
     let committed_files = folder.commit(&staging, &mut record, reused)?;
     // The site index lives beside the report folders.
     let site = match out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -276,6 +313,9 @@ pub(crate) fn publish_into(
             None => {
                 say!("unchanged since the last run: the report was re-rendered from its bundle")?
             }
+        }
+        for (name, check) in &rounding_checks {
+            say!("{name}: {}", check.summary_line())?;
         }
         say!("wrote   {}", data_dir.display())?;
         say!(
@@ -315,9 +355,13 @@ pub(crate) fn publish_into(
 
 /// A fingerprint of everything the analyses and the bundle depend on: the
 /// engine build, the experiment, and every captured record of every model.
-fn inputs_digest(experiment: &Experiment, runs: &[ModelRun]) -> String {
+fn inputs_digest(experiment: &Experiment, runs: &[ModelRun], check_rounding: bool) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
+    // The rounding check's figures go into the bundle's manifest.
+    if check_rounding {
+        hasher.update("check-rounding");
+    }
     hasher.update(env!("CARGO_PKG_VERSION"));
     hasher.update(option_env!("ENGINE_GIT_REVISION").unwrap_or("unknown"));
     hasher.update(serde_json::to_string(&experiment.file).unwrap_or_default());

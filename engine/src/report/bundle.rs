@@ -106,6 +106,7 @@ fn model_entry(run: &ModelRun) -> ModelEntry {
             .to_string(),
         ),
         chat: run.chat.clone(),
+        rounding_check: None,
     }
 }
 
@@ -205,6 +206,7 @@ pub fn build_bundle(
         models,
         tasks: task_entries(experiment, results),
         prompts,
+        near_tie_gap: Some(f64::from(crate::study::near_ties::NEAR_TIE_LOGIT_GAP)),
     };
     Ok(Bundle {
         manifest,

@@ -519,6 +519,58 @@ fn behaviour_sentences(
     }
 }
 
+/// How many answers of each ICL state turn on a near-tie, and the
+/// behaviour without them, from the bundle's `answer_gap` and `behavior`
+/// arrays; `None` for a bundle without gaps.
+fn near_tie_sentence(
+    bundle: &Bundle,
+    model: &viewer::bundle::ModelEntry,
+    task: &viewer::bundle::TaskEntry,
+) -> Option<String> {
+    let threshold = bundle.manifest.near_tie_gap?;
+    let n = task.target_conditions.len();
+    let array = |name: &str| {
+        bundle
+            .tensor_shaped(
+                &viewer::bundle::model_array(&model.name, &task.name, name),
+                &[2, n],
+            )
+            .ok()
+    };
+    let (gaps, behavior) = (array("answer_gap")?, array("behavior")?);
+    let proportions = task.behavior.metric == "correct";
+    let labels = ["0-shot".to_string(), format!("{}-shot", task.shots)];
+    let mut counts = Vec::new();
+    let mut without = Vec::new();
+    for (s, label) in labels.iter().enumerate() {
+        let clear: Vec<f64> = (0..n)
+            .filter(|&t| gaps.get(&[s, t]) >= threshold)
+            .map(|t| behavior.get(&[s, t]))
+            .filter(|v| v.is_finite())
+            .collect();
+        let ties = (0..n).filter(|&t| gaps.get(&[s, t]) < threshold).count();
+        counts.push(format!("{ties} of {n} answers at {label}"));
+        let mean = clear.iter().sum::<f64>() / clear.len() as f64;
+        without.push(if proportions {
+            percent(mean)
+        } else {
+            fmt_number(mean)
+        });
+    }
+    let measure = if proportions {
+        "accuracy".to_string()
+    } else {
+        format!("the mean {}", task.behavior.metric)
+    };
+    Some(format!(
+        "Near-ties (a greedy choice whose top two logits are less than {} apart, so close that rounding alone could flip the answer): {}; without them, {measure} is {} and {}.",
+        fmt_number(threshold),
+        counts.join(" and "),
+        without[0],
+        without[1]
+    ))
+}
+
 /// "46%", or "n/a".
 fn percent(x: f64) -> String {
     if x.is_finite() {
@@ -606,7 +658,7 @@ pub fn render_report(
                             std::io::Write::write_all(w, &png)
                         })?;
                     }
-                    let lines = figure_numbers(
+                    let mut lines = figure_numbers(
                         id,
                         &figure,
                         &numbers,
@@ -615,6 +667,9 @@ pub fn render_report(
                         (&selection, &model.layers),
                         manifest.seed,
                     );
+                    if id == "behavior" {
+                        lines.extend(near_tie_sentence(bundle, model, task));
+                    }
                     let slot = sections
                         .iter_mut()
                         .flat_map(|s| s.figures.iter_mut())
@@ -731,12 +786,33 @@ pub fn render_report(
     );
     let options_rows = option_rows(&manifest.experiment);
     let robustness = robustness_tables(bundle)?;
+    let rounding: Vec<String> = manifest
+        .models
+        .iter()
+        .filter_map(|m| {
+            let c = m.rounding_check.as_ref()?;
+            let attention = match c.largest_attention_change {
+                Some(x) => format!(", of an attention mass {}", fmt_number(x)),
+                None => String::new(),
+            };
+            Some(format!(
+                "{}: rerunning {} prompts with {} changed {} of their answers ({} of their scores); the largest relative change of a pooled hidden state was {}{attention}.",
+                m.name,
+                c.prompts,
+                c.other_setting,
+                c.answers_changed,
+                c.scores_changed,
+                fmt_number(c.largest_embedding_change)
+            ))
+        })
+        .collect();
     let draws = manifest.tasks.iter().map(|t| t.draws).max().unwrap_or(1);
     let html = templates.render_report(&serde_json::json!({
         "manifest": manifest,
         "sections": sections,
         "has_patching": has_patching,
         "robustness": robustness,
+        "rounding": rounding,
         "draws": draws,
         "examples": examples,
         "options": options_rows,

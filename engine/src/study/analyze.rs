@@ -76,6 +76,8 @@ pub struct StudyResults {
     pub robustness: Table,
     /// Per task: what the `robustness` arrays hold, with several draws.
     pub robustness_entries: BTreeMap<String, viewer::bundle::RobustnessEntry>,
+    /// Answers that turn on a near-tie, per model, task, state and draw.
+    pub near_ties: Table,
 }
 
 impl StudyResults {
@@ -98,8 +100,9 @@ impl StudyResults {
         Ok(())
     }
 
-    pub fn tables(&self) -> [(&'static str, &Table); 11] {
+    pub fn tables(&self) -> [(&'static str, &Table); 12] {
         [
+            ("near_ties", &self.near_ties),
             ("robustness", &self.robustness),
             ("robustness_draws", &self.robustness_draws),
             ("patching", &self.patching),
@@ -240,6 +243,7 @@ fn empty_results() -> StudyResults {
         robustness_draws: Table::default(),
         robustness: Table::default(),
         robustness_entries: BTreeMap::new(),
+        near_ties: Table::default(),
     }
 }
 
@@ -254,6 +258,7 @@ pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResult
     let mut results = StudyResults {
         prompts,
         behavior: behavior::behavior_table(experiment, runs),
+        near_ties: behavior::near_tie_table(experiment, runs, super::near_ties::NEAR_TIE_LOGIT_GAP),
         ..empty_results()
     };
     let draws = experiment.file.robustness.variants();
@@ -761,12 +766,21 @@ fn correlate(
 }
 
 /// `behavior` `[state, target]`: absolute error (NaN when unparseable) for
-/// numeric tasks, 1 or 0 for correct or not otherwise.
+/// numeric tasks, 1 or 0 for correct or not otherwise; `answer_gap`
+/// `[state, target]`: the narrowest top-two logit gap of the answer's
+/// greedy choices (infinite for an answer of no choice).
 fn behavior_arrays(experiment: &Experiment, run: &ModelRun, t: usize, results: &mut StudyResults) {
     let task = &experiment.tasks[t];
     for (state, shots) in [0, task.shots].into_iter().enumerate() {
         let records = state_records(experiment, &run.records, t, shots);
         let n = records.len();
+        let gaps = results.array(model_array(&run.name, &task.name, "answer_gap"), &[2, n]);
+        for (target, r) in records.iter().enumerate() {
+            gaps.set(
+                &[state, target],
+                f64::from(super::near_ties::min_gap(&r.answer_gaps)),
+            );
+        }
         let behavior = results.array(model_array(&run.name, &task.name, "behavior"), &[2, n]);
         for (target, r) in records.iter().enumerate() {
             let value = match task.scoring {

@@ -165,3 +165,52 @@ pub fn behavior_table(experiment: &Experiment, runs: &[ModelRun]) -> Table {
     }
     table
 }
+
+/// `near_ties.csv`: per model, task, ICL state and demonstration draw, how
+/// many answers turn on a near-tie (a greedy choice whose top two logits
+/// are closer than `threshold`, so that rounding alone could flip it), and
+/// the behaviour with those answers left out.
+pub fn near_tie_table(experiment: &Experiment, runs: &[ModelRun], threshold: f32) -> Table {
+    let mut table = Table::new(&[
+        "model",
+        "task",
+        "shots",
+        "draw",
+        "threshold",
+        "n",
+        "near_ties",
+        "accuracy",
+        "accuracy_without_near_ties",
+        "mean_error",
+        "mean_error_without_near_ties",
+    ]);
+    let draws = experiment.file.robustness.variants();
+    for run in runs {
+        for (t, task) in experiment.tasks.iter().enumerate() {
+            let states = std::iter::once((0, 0)).chain((0..draws).map(|d| (task.shots, d)));
+            for (shots, draw) in states {
+                let all = draw_records(experiment, &run.records, t, shots, draw);
+                let clear: Vec<&PromptRecord> = all
+                    .iter()
+                    .copied()
+                    .filter(|r| !super::near_ties::is_near_tie(&r.answer_gaps, threshold))
+                    .collect();
+                let (with, without) = (summarize(&all), summarize(&clear));
+                table.push(vec![
+                    run.name.clone(),
+                    task.name.clone(),
+                    shots.to_string(),
+                    draw.to_string(),
+                    num(f64::from(threshold)),
+                    with.n.to_string(),
+                    (with.n - without.n).to_string(),
+                    num(with.accuracy),
+                    num(without.accuracy),
+                    num(with.mean_error),
+                    num(without.mean_error),
+                ]);
+            }
+        }
+    }
+    table
+}

@@ -27,7 +27,8 @@ use crate::experiment::{scoring, Experiment};
 /// Bump when what a cached record means changes.
 /// 2: the answer's generation stops after its first newline.
 /// 3: answers are generated in batches (`capture.answer_batch`).
-pub const CACHE_FORMAT: u32 = 3;
+/// 4: records keep each answer choice's top-two logit gap.
+pub const CACHE_FORMAT: u32 = 4;
 /// The first bytes of a cached record.
 const MAGIC: &[u8; 8] = b"ICLREC1\n";
 
@@ -54,6 +55,10 @@ struct Header {
     last_state: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     answer_logprobs: Option<(f64, f64)>,
+    /// Floats of the answer's top-two logit gaps, stored raw after the
+    /// others: JSON would write an infinite gap (a vocabulary of one) as
+    /// `null`, and raw bits come back identical by construction.
+    answer_gaps: usize,
 }
 
 /// The capture settings outside the experiment that change the numbers.
@@ -192,6 +197,7 @@ fn encode(record: &PromptRecord) -> anyhow::Result<Vec<u8>> {
         attention: record.attention_mass.as_ref().map(Vec::len),
         last_state: record.last_state.as_ref().map(Vec::len),
         answer_logprobs: record.answer_logprobs,
+        answer_gaps: record.answer_gaps.len(),
     };
     let json = serde_json::to_vec(&header)?;
     let mut out = Vec::with_capacity(16 + json.len() + 4 * record.embedding.len());
@@ -203,6 +209,7 @@ fn encode(record: &PromptRecord) -> anyhow::Result<Vec<u8>> {
         .iter()
         .chain(record.attention_mass.iter().flatten())
         .chain(record.last_state.iter().flatten())
+        .chain(&record.answer_gaps)
     {
         out.extend_from_slice(&x.to_le_bytes());
     }
@@ -222,7 +229,10 @@ fn decode(bytes: &[u8], experiment: &Experiment, index: usize) -> Option<PromptR
     let json = input.get(..len)?;
     let header: Header = serde_json::from_slice(json).ok()?;
     let data = &input[len..];
-    let floats = header.embedding + header.attention.unwrap_or(0) + header.last_state.unwrap_or(0);
+    let floats = header.embedding
+        + header.attention.unwrap_or(0)
+        + header.last_state.unwrap_or(0)
+        + header.answer_gaps;
     if data.len() != 4 * floats {
         return None;
     }
@@ -231,7 +241,8 @@ fn decode(bytes: &[u8], experiment: &Experiment, index: usize) -> Option<PromptR
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     let (embedding, rest) = values.split_at(header.embedding);
-    let (attention, last_state) = rest.split_at(header.attention.unwrap_or(0));
+    let (attention, rest) = rest.split_at(header.attention.unwrap_or(0));
+    let (last_state, answer_gaps) = rest.split_at(header.last_state.unwrap_or(0));
     let prompt = experiment.prompts.get(index)?;
     let task = &experiment.tasks[prompt.task];
     let score = scoring::score(
@@ -251,8 +262,91 @@ fn decode(bytes: &[u8], experiment: &Experiment, index: usize) -> Option<PromptR
         attention_mass: header.attention.map(|_| attention.to_vec()),
         span_lengths: header.span_lengths,
         generated: header.generated,
+        answer_gaps: answer_gaps.to_vec(),
         score,
         last_state: header.last_state.map(|_| last_state.to_vec()),
         answer_logprobs: header.answer_logprobs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode, encode};
+    use crate::experiment::{scoring, Experiment};
+    use crate::study::PromptRecord;
+
+    /// A record of prompt 1 of `experiment` with every optional part.
+    fn record(experiment: &Experiment, answer_gaps: Vec<f32>) -> PromptRecord {
+        let p = &experiment.prompts[1];
+        let task = &experiment.tasks[p.task];
+        let generated = " 17\n".to_string();
+        PromptRecord {
+            prompt: 1,
+            n_tokens: 42,
+            token_spans: vec![("query".into(), 30..41)],
+            embedding: vec![0.5, -1.25, 3.0e-8],
+            attention_mass: Some(vec![0.25, 0.75]),
+            span_lengths: Some((11, 4)),
+            score: scoring::score(task.scoring, &task.instances[p.target], &generated),
+            generated,
+            answer_gaps,
+            last_state: Some(vec![-7.5, 1.0e30]),
+            answer_logprobs: Some((-0.125, -2.5)),
+        }
+    }
+
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn a_record_comes_back_with_its_answer_gaps_bit_for_bit() {
+        let experiment = Experiment::preset("linear-regression").expect("preset");
+        // Gaps that a decimal round trip could bend: the smallest
+        // subnormal, a tie, a value with all 24 bits, an infinite gap (a
+        // vocabulary of one) and the largest float.
+        let gaps = vec![
+            f32::from_bits(1),
+            0.0,
+            0.1,
+            std::f32::consts::PI / 7.0,
+            f32::INFINITY,
+            f32::MAX,
+        ];
+        let original = record(&experiment, gaps.clone());
+        let decoded = decode(
+            &encode(&original).expect("encode"),
+            &experiment,
+            original.prompt,
+        )
+        .expect("decode");
+        assert_eq!(bits(&decoded.answer_gaps), bits(&gaps));
+        assert_eq!(decoded, original);
+    }
+
+    #[test]
+    fn a_record_without_patching_or_gaps_comes_back_whole() {
+        let experiment = Experiment::preset("linear-regression").expect("preset");
+        let original = PromptRecord {
+            attention_mass: None,
+            span_lengths: None,
+            last_state: None,
+            answer_logprobs: None,
+            ..record(&experiment, Vec::new())
+        };
+        let decoded = decode(
+            &encode(&original).expect("encode"),
+            &experiment,
+            original.prompt,
+        )
+        .expect("decode");
+        assert_eq!(decoded, original);
+    }
+
+    #[test]
+    fn a_record_cut_short_is_refused() {
+        let experiment = Experiment::preset("linear-regression").expect("preset");
+        let bytes = encode(&record(&experiment, vec![0.5, 2.0])).expect("encode");
+        assert!(decode(&bytes[..bytes.len() - 4], &experiment, 0).is_none());
+    }
 }

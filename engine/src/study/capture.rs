@@ -7,8 +7,8 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::capture::{
-    AnswerBatch, AttentionKeep, AttentionRequest, CaptureError, CaptureRequest, HiddenRequest,
-    Model, Pooling, Session,
+    AnswerBatch, AttentionKeep, AttentionRequest, CaptureError, CaptureRequest, GreedyAnswer,
+    HiddenRequest, Model, Pooling, Session,
 };
 use crate::experiment::scoring::{self, Score};
 use crate::experiment::{spans, Demonstrations, Experiment, PoolingChoice, Prompt};
@@ -28,6 +28,11 @@ pub struct PromptRecord {
     /// Token counts of the relevant and distractor spans.
     pub span_lengths: Option<(usize, usize)>,
     pub generated: String,
+    /// The top-two logit gap of each greedy choice of the answer, in order:
+    /// one per generated token, and one more for the end-of-generation
+    /// token when that ended the answer. A small one is a near-tie that
+    /// rounding could flip ([`super::near_ties`]).
+    pub answer_gaps: Vec<f32>,
     pub score: Score,
     /// `[n_patched_layers, n_embd]`: the last prompt token's residual stream
     /// at each layer the experiment patches (only when patching is on).
@@ -330,8 +335,8 @@ pub fn capture_batch(
             .map(|&p| {
                 let read = read_prompt(session, experiment, tokenized, p, layers)?;
                 let read = read.with_answer_logprobs(session, experiment, tokenized)?;
-                let generated = session.continue_greedy_until(max_new, stop)?;
-                Ok(read.into_record(experiment, model.detokenize(&generated)))
+                let answer = session.continue_greedy_until(max_new, stop)?;
+                Ok(read.into_record(experiment, model, answer))
             })
             .collect();
     };
@@ -343,8 +348,8 @@ pub fn capture_batch(
         answers.push(session)?;
         if reads.len() == answers.width() || i + 1 == batch.len() {
             let generated = answers.generate(max_new, stop)?;
-            for (read, tokens) in reads.drain(..).zip(generated) {
-                records.push(read.into_record(experiment, model.detokenize(&tokens)));
+            for (read, answer) in reads.drain(..).zip(generated) {
+                records.push(read.into_record(experiment, model, answer));
             }
         }
     }
@@ -379,7 +384,14 @@ impl Read {
         Ok(self)
     }
 
-    fn into_record(self, experiment: &Experiment, generated: String) -> PromptRecord {
+    /// The record of this prompt with its greedy `answer`, scored.
+    fn into_record(
+        self,
+        experiment: &Experiment,
+        model: &Model,
+        answer: GreedyAnswer,
+    ) -> PromptRecord {
+        let generated = model.detokenize(&answer.tokens);
         let p = &experiment.prompts[self.prompt];
         let task = &experiment.tasks[p.task];
         let score = scoring::score(task.scoring, &task.instances[p.target], &generated);
@@ -391,6 +403,7 @@ impl Read {
             attention_mass: self.attention_mass,
             span_lengths: self.span_lengths,
             generated,
+            answer_gaps: answer.gaps,
             score,
             last_state: self.last_state,
             answer_logprobs: self.answer_logprobs,

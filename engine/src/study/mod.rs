@@ -6,9 +6,11 @@ pub mod behavior;
 pub mod cache;
 pub mod capture;
 pub mod export;
+pub mod near_ties;
 pub mod patching;
 pub mod prompting;
 pub mod robustness;
+pub mod rounding;
 pub mod runner;
 mod summary;
 

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 
 use super::cache::{CaptureSettings, PromptCache};
 use super::capture::{answer_batches, answer_context, capture_batch, tokenize_all};
+use super::rounding::RoundingCheck;
 use super::ModelRun;
 use crate::capture::{ContextOptions, Model, ModelOptions, Session};
 use crate::experiment::Experiment;
@@ -68,13 +69,21 @@ pub struct CaptureJob<'a> {
     /// The model file's SHA-256 when already known (merging shards, where
     /// the file itself may be elsewhere).
     pub known_sha256: Option<String>,
+    /// Rerun at least this many prompts with the other flash-attention
+    /// setting once the capture is complete (`--check-rounding`, see
+    /// [`super::rounding`]); never in a shard.
+    pub check_rounding: Option<usize>,
 }
 
 /// What a job produced: the whole run, or (for a shard) how many prompts
 /// it captured.
 #[derive(Debug)]
 pub enum CaptureOutcome {
-    Complete(Box<ModelRun>),
+    Complete {
+        run: Box<ModelRun>,
+        /// What `--check-rounding` found (`None` without it).
+        rounding: Option<RoundingCheck>,
+    },
     Shard {
         cache: PromptCache,
         captured: usize,
@@ -299,6 +308,20 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let rounding = match job.check_rounding {
+        Some(want) => {
+            let loaded = match model.take() {
+                Some(m) => m,
+                None => load_for_rounding_check(job, stamp)?,
+            };
+            let check = check_rounding(
+                job, experiment, &layers, &context, &plan, &records, &loaded, want,
+            )?;
+            model = Some(loaded);
+            Some(check)
+        }
+        None => None,
+    };
     let patching = if experiment.file.patching.enabled {
         Some(patch_through_cache(
             job, experiment, &context, &records, &info, &cache, &sha256, &settings, model,
@@ -306,7 +329,7 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
     } else {
         None
     };
-    Ok(CaptureOutcome::Complete(Box::new(ModelRun {
+    let run = Box::new(ModelRun {
         name: job.name.clone(),
         info,
         layers,
@@ -316,7 +339,90 @@ pub fn capture_model(job: &CaptureJob<'_>) -> anyhow::Result<CaptureOutcome> {
         patching,
         attention: plan,
         chat,
-    })))
+    });
+    Ok(CaptureOutcome::Complete { run, rounding })
+}
+
+/// The model, loaded for `--check-rounding` after a capture that read
+/// every prompt from the cache.
+fn load_for_rounding_check(
+    job: &CaptureJob<'_>,
+    stamp: Option<(u64, SystemTime)>,
+) -> anyhow::Result<Model> {
+    let now = file_stamp(job.model_path);
+    if now.is_none() {
+        return Err(crate::errors::BadInput(format!(
+            "--check-rounding reruns prompts through the model, but `{}` cannot be read: every prompt of `{}` came from the capture cache, so no prompt can be rerun — put the model file back, or leave out --check-rounding",
+            job.model_path.display(),
+            job.name
+        ))
+        .into());
+    }
+    if now != stamp {
+        return Err(ModelChanged(job.model_path.display().to_string()).into());
+    }
+    Ok(Model::load(&ModelOptions {
+        path: job.model_path.to_path_buf(),
+        n_gpu_layers: job.n_gpu_layers,
+    })?)
+}
+
+/// The rounding check of one model ([`super::rounding::rerun`]), with its
+/// progress; Ctrl-C stops it like the capture (which is saved whole).
+#[allow(clippy::too_many_arguments)]
+fn check_rounding(
+    job: &CaptureJob<'_>,
+    experiment: &Experiment,
+    layers: &[usize],
+    context: &ContextOptions,
+    plan: &crate::capture::AttentionPlan,
+    records: &[super::capture::PromptRecord],
+    model: &Model,
+    want: usize,
+) -> anyhow::Result<RoundingCheck> {
+    let started = Instant::now();
+    let batches = answer_batches(experiment);
+    let sample = super::rounding::sample_batches(&batches, want, experiment.file.seed);
+    let total: usize = sample.iter().map(|&b| batches[b].len()).sum();
+    let setting = super::rounding::other_setting(plan);
+    let mut progress = Progress::new(
+        job.progress,
+        format!("rounding check {} ({})", job.name, setting.description),
+        "prompts",
+        total,
+    );
+    let mut after_batch = |done: usize| {
+        for _ in 0..done {
+            progress.tick();
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return std::ops::ControlFlow::Break(
+                Interrupted {
+                    model: job.name.clone(),
+                    done: records.len(),
+                    total: records.len(),
+                }
+                .into(),
+            );
+        }
+        std::ops::ControlFlow::Continue(())
+    };
+    let check = super::rounding::rerun(
+        model,
+        experiment,
+        layers,
+        context,
+        plan,
+        records,
+        &sample,
+        &mut after_batch,
+    )?;
+    progress.finish(&format!(
+        "{} prompts rerun in {}",
+        check.prompts,
+        crate::progress::duration(started.elapsed().as_secs_f64())
+    ));
+    Ok(check)
 }
 
 /// The patching stage of one model: every run read from the cache, or

@@ -81,6 +81,7 @@ impl StudyResults {
                     ),
                 };
                 lines.push(line);
+                lines.extend(self.near_tie_line(run, task));
                 lines.extend(self.alignment_gain(run, task, &z, &k, experiment));
                 lines.extend(self.attention_change(run, task, &z, &k));
                 lines.extend(self.best_probes(run, task, &z, &k));
@@ -89,6 +90,53 @@ impl StudyResults {
             }
         }
         lines
+    }
+
+    /// How many answers turn on a near-tie at 0-shot and k-shot (first
+    /// draw), and the behaviour without them.
+    fn near_tie_line(&self, run: &ModelRun, task: &crate::experiment::Task) -> Vec<String> {
+        let t = &self.near_ties;
+        if t.header.is_empty() {
+            return Vec::new();
+        }
+        let state = |shots: &str| {
+            rows(t, &[&run.name, &task.name, shots, "0"])
+                .next()
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (z, k) = (state("0"), state(&task.shots.to_string()));
+        if z.is_empty() || k.is_empty() {
+            return Vec::new();
+        }
+        let (ties, n) = (column(t, "near_ties"), column(t, "n"));
+        let without = match task.scoring {
+            Scoring::Number => {
+                let c = column(t, "mean_error_without_near_ties");
+                format!(
+                    "mean error {} → {}",
+                    mean_error(value(&z, c)),
+                    mean_error(value(&k, c))
+                )
+            }
+            Scoring::Keywords => {
+                let c = column(t, "accuracy_without_near_ties");
+                format!(
+                    "accuracy {} → {}",
+                    percent(value(&z, c)),
+                    percent(value(&k, c))
+                )
+            }
+        };
+        vec![format!(
+            "    near-ties (top-two logit gap < {}): {} of {} answers at 0-shot, {} of {} at {}-shot; without them {without}",
+            z[column(t, "threshold")],
+            z[ties],
+            z[n],
+            k[ties],
+            k[n],
+            task.shots
+        )]
     }
 
     /// How many headline findings keep their sign in every draw of

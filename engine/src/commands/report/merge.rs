@@ -232,6 +232,8 @@ pub(crate) fn run(args: &MergeArgs, quiet: bool) -> anyhow::Result<()> {
         templates: args.templates.clone(),
         shard: None,
         reproduce: None,
+        check_rounding: false,
+        check_rounding_prompts: crate::study::rounding::DEFAULT_PROMPTS,
         runtime: RuntimeArgs {
             n_gpu_layers: first.n_gpu_layers,
             threads: None,
