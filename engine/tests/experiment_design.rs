@@ -291,6 +291,24 @@ fn the_paper_preset_is_both_tasks_and_unknown_presets_are_named() {
     assert!(err.contains("`papr`") && err.contains("paper"), "{err}");
 }
 
+/// scripts/bench/paper-one-draw.toml times what the preset's extra draws
+/// cost (README, Performance): it must be the preset in all but its name
+/// and its single draw.
+#[test]
+fn the_one_draw_bench_file_is_the_paper_preset_but_for_its_draws() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/bench/paper-one-draw.toml"
+    ))
+    .expect("read the bench file");
+    let one = ExperimentFile::parse(&text, "paper-one-draw.toml").unwrap_or_else(|e| panic!("{e}"));
+    let mut preset = ExperimentFile::preset("paper").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(preset.robustness.draws, 3);
+    preset.name = one.name.clone();
+    preset.robustness.draws = 1;
+    assert_eq!(one, preset);
+}
+
 #[test]
 fn answer_batches_follow_the_capture_order_and_shards_own_whole_batches() {
     use engine::study::runner::Shard;
