@@ -440,6 +440,33 @@ pub(crate) enum GraphOp {
 #[derive(Debug)]
 pub(crate) struct GraphTensor<'a> {
     raw: &'a sys::ggml_tensor,
+    /// The context's running count of what left the graph (see [`Transfers`]).
+    transfers: &'a std::cell::Cell<Transfers>,
+}
+
+/// What the tensor callback took out of llama.cpp's graph since a context
+/// was made: each observed node is a graph split (on a GPU, a
+/// synchronisation of the device), each copy one `ggml_backend_tensor_get`
+/// (on a GPU, a device-to-host copy). `engine bench` prints them per forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transfers {
+    /// Graph nodes the observer asked for.
+    pub observed: u64,
+    /// Reads of a node's data.
+    pub copies: u64,
+    /// Bytes those reads moved.
+    pub bytes: u64,
+}
+
+impl std::ops::Sub for Transfers {
+    type Output = Transfers;
+    fn sub(self, earlier: Transfers) -> Transfers {
+        Transfers {
+            observed: self.observed - earlier.observed,
+            copies: self.copies - earlier.copies,
+            bytes: self.bytes - earlier.bytes,
+        }
+    }
 }
 
 impl GraphTensor<'_> {
@@ -492,6 +519,10 @@ impl GraphTensor<'_> {
         if size == 0 {
             return Ok(());
         }
+        let mut count = self.transfers.get();
+        count.copies += 1;
+        count.bytes += size as u64;
+        self.transfers.set(count);
         // SAFETY: the tensor has a backend buffer, the range lies inside it
         // (checked above), and `dst` is writable for `size` bytes.
         unsafe {
@@ -568,6 +599,7 @@ struct CallbackSlot {
     /// Points at a `&mut dyn GraphObserver` on the stack of `decode`, or null.
     observer: *mut c_void,
     panicked: Option<String>,
+    transfers: std::cell::Cell<Transfers>,
 }
 
 unsafe extern "C" fn eval_trampoline(
@@ -594,10 +626,17 @@ unsafe extern "C" fn eval_trampoline(
     // SAFETY: llama.cpp passes a live tensor valid for this call.
     let tensor = GraphTensor {
         raw: unsafe { &*t },
+        transfers: &slot.transfers,
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if ask {
-            observer.wants(&tensor)
+            let wanted = observer.wants(&tensor);
+            if wanted {
+                let mut count = slot.transfers.get();
+                count.observed += 1;
+                slot.transfers.set(count);
+            }
+            wanted
         } else {
             observer.observe(&tensor);
             true
@@ -677,6 +716,7 @@ impl<'m> LlamaContext<'m> {
         let slot = Box::new(CallbackSlot {
             observer: std::ptr::null_mut(),
             panicked: None,
+            transfers: std::cell::Cell::new(Transfers::default()),
         });
         let slot = NonNull::from(Box::leak(slot));
         // SAFETY: default params are plain data; we set plain fields only.
@@ -729,6 +769,14 @@ impl<'m> LlamaContext<'m> {
     pub(crate) fn n_ctx(&self) -> usize {
         // SAFETY: pure getter on a live context.
         unsafe { sys::llama_n_ctx(self.ptr.as_ptr()) as usize }
+    }
+
+    /// What the tensor callback has taken out of the graph since this
+    /// context was made.
+    pub(crate) fn transfers(&self) -> Transfers {
+        // SAFETY: the slot lives as long as the context, and no decode runs
+        // while `&self` is borrowed here (decoding needs `&mut self`).
+        unsafe { self.slot.as_ref() }.transfers.get()
     }
 
     /// The longest batch one decode accepts. llama.cpp aborts the whole

@@ -24,7 +24,7 @@ pub use architectures::{
     FlashAttentionRefused, RECOMPUTED,
 };
 pub(crate) use llama::supports_gpu_offload;
-pub use llama::{llama_build_info, FlashAttention, GgufSummary};
+pub use llama::{llama_build_info, FlashAttention, GgufSummary, Transfers};
 pub use patching::{Patch, PatchJob, PatchMode, PatchRunner, PatchedRun};
 pub use request::{
     Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, F32Array,

@@ -308,14 +308,34 @@ impl<'r> CaptureObserver<'r> {
         let Some(request) = self.request.attention.as_ref() else {
             return Ok(());
         };
-        let mut row = vec![0.0f32; d.n_tokens];
-        for h in 0..n_head {
-            for (qi, &q) in request.queries.iter().enumerate() {
-                // Padded and masked entries are exact zeros, and a kept prefix
-                // fills cells 0..offset in position order (see `truncate`):
-                // reading the first n_tokens entries gives the whole causal row.
-                t.read_f32((q - d.offset) * nb[1] + h * nb[2], &mut row)?;
-                self.store_row(il, h, qi, &row);
+        // Padded and masked entries are exact zeros, and a kept prefix fills
+        // cells 0..offset in position order (see `truncate`): the first
+        // n_tokens entries of a row are the whole causal row.
+        let queries = &request.queries;
+        let consecutive = queries.windows(2).all(|w| w[1] == w[0] + 1);
+        if consecutive && queries.len() > 1 && nb[1] == n_kv * 4 {
+            // Consecutive rows are one block per head: one copy each (on a
+            // GPU, a device-to-host copy costs its latency whatever its
+            // size, and a full capture of 500 tokens would otherwise take
+            // 500 per head and layer), padding included, then sliced.
+            let first = queries[0] - d.offset;
+            let mut block = std::mem::take(&mut self.scratch);
+            block.resize(queries.len() * n_kv, 0.0);
+            for h in 0..n_head {
+                t.read_f32(first * nb[1] + h * nb[2], &mut block)?;
+                for qi in 0..queries.len() {
+                    let row = &block[qi * n_kv..qi * n_kv + d.n_tokens];
+                    self.store_row(il, h, qi, row);
+                }
+            }
+            self.scratch = block;
+        } else {
+            let mut row = vec![0.0f32; d.n_tokens];
+            for h in 0..n_head {
+                for (qi, &q) in queries.iter().enumerate() {
+                    t.read_f32((q - d.offset) * nb[1] + h * nb[2], &mut row)?;
+                    self.store_row(il, h, qi, &row);
+                }
             }
         }
         self.attention_seen[il] = true;

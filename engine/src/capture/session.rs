@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::architectures::{attention_recipe, AttentionPlan, AttentionRecipe, RecipeInputs};
-use super::llama::{self, FlashAttention, LlamaContext, LlamaModel, RawContextParams};
+use super::llama::{self, FlashAttention, LlamaContext, LlamaModel, RawContextParams, Transfers};
 use super::observer::{CaptureObserver, Dims, PrefixKeyRecorder, Recompute};
 use super::request::{Activations, AttentionPath, CaptureRequest, F32Array, HiddenRequest};
 
@@ -552,6 +552,13 @@ impl<'m> Session<'m> {
     }
 
     /// The options this session was created with.
+    /// What the capture has taken out of llama.cpp's graph so far: nodes
+    /// observed (graph splits; device synchronisations on a GPU), copies and
+    /// bytes. The difference over one capture is its cost in transfers.
+    pub fn transfers(&self) -> Transfers {
+        self.ctx.transfers()
+    }
+
     pub fn options(&self) -> &ContextOptions {
         &self.options
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::{
     Activations, AttentionKeep, AttentionPath, AttentionRequest, CaptureRequest, ContextOptions,
-    FlashAttention, HiddenRequest, Model, Pooling, Session,
+    FlashAttention, HiddenRequest, Model, Pooling, Session, Transfers,
 };
 use crate::cli::{BadInput, BenchArgs};
 use crate::commands::say;
@@ -97,7 +97,9 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let mut t_bare = Duration::MAX;
         let mut t_reduced = Duration::MAX;
         bare.capture(&tokens, &CaptureRequest::default())?;
+        let before = reduced.transfers();
         reduced.capture(&tokens, &reduced_request)?;
+        let moved_reduced = reduced.transfers() - before;
         for _ in 0..args.repeats {
             t_bare = t_bare.min(timed(|| {
                 bare.capture(&tokens, &CaptureRequest::default()).map(drop)
@@ -107,7 +109,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 Ok(())
             })?);
         }
-        rows.push((n, tokens, t_bare, t_reduced, kept_reduced));
+        rows.push((n, tokens, t_bare, t_reduced, kept_reduced, moved_reduced));
     }
     let peak_light = peak_rss_bytes();
     drop((bare, reduced));
@@ -119,14 +121,19 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let mut full = Session::new(&model, full_options)?;
     let mut kept = (0, 0);
-    for (n, tokens, t_bare, t_reduced, kept_reduced) in rows {
+    let mut moved = Vec::new();
+    for (n, tokens, t_bare, t_reduced, kept_reduced, moved_reduced) in rows {
         let request = full_request(n);
         let mut kept_full = 0;
+        let before = full.transfers();
         let t_full = min_time(args.repeats, || {
             kept_full = kept_bytes(&full.capture(&tokens, &request)?);
             Ok(())
         })?;
+        // min_time ran the capture 1 + repeats times, each moving the same.
+        let moved_full = per_run(full.transfers() - before, 1 + args.repeats);
         kept = (kept_reduced, kept_full);
+        moved.push((n, moved_reduced, moved_full));
         say!(
             "{n:>7}  {:>9.1} ms  {:>12.1} ms  {:>9.1} ms  {:>11.3}×  {:>8.3}×",
             ms(t_bare),
@@ -138,6 +145,18 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let peak_full = peak_rss_bytes();
     say!("")?;
+    say!("taken out of llama.cpp's graph per prompt (each observed node is a graph split: on a GPU a device synchronisation; each copy a device-to-host read):")?;
+    for (n, reduced, full) in moved {
+        say!(
+            "{n:>7} tokens  reduced: {} nodes, {} copies, {}; full: {} nodes, {} copies, {}",
+            reduced.observed,
+            reduced.copies,
+            bytes(reduced.bytes),
+            full.observed,
+            full.copies,
+            bytes(full.bytes)
+        )?;
+    }
     say!(
         "kept per prompt of {longest} tokens: reduced {:.1} KB, full {:.1} MB",
         kept.0 as f64 / 1e3,
@@ -204,6 +223,24 @@ fn timed(f: impl FnOnce() -> Result<(), crate::capture::CaptureError>) -> anyhow
     let start = Instant::now();
     f()?;
     Ok(start.elapsed())
+}
+
+/// One run's share of `total`, moved by `runs` identical runs.
+fn per_run(total: Transfers, runs: usize) -> Transfers {
+    let runs = runs.max(1) as u64;
+    Transfers {
+        observed: total.observed / runs,
+        copies: total.copies / runs,
+        bytes: total.bytes / runs,
+    }
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} KB", n as f64 / 1e3),
+        n => format!("{n} B"),
+    }
 }
 
 fn ms(d: Duration) -> f64 {
