@@ -700,6 +700,71 @@ fn three_draws_resume_and_shard_to_the_same_bytes_and_add_only_their_prompts() {
 }
 
 #[test]
+fn patching_runs_in_every_draw_and_its_recovery_is_a_finding() {
+    let dir = scratch("patched-draws");
+    let experiment = draws_experiment(&dir, "draws = 2");
+    let text = std::fs::read_to_string(&experiment).expect("read")
+        + "\n[patching]\nenabled = true\nlayers = [29]\n";
+    std::fs::write(&experiment, text).expect("write experiment");
+    let out = dir.join("report");
+    let log = ok(&engine(&[
+        "report",
+        &experiment,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]));
+    assert!(
+        log.contains("(draw 2 of 2)"),
+        "the second draw is patched:\n{log}"
+    );
+    let rows = |file: &str| -> Vec<csv::StringRecord> {
+        let text = std::fs::read_to_string(out.join("data").join(file)).expect("read table");
+        csv::Reader::from_reader(text.as_bytes())
+            .records()
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    let finding = "patching recovery: replace (answer log-probability)";
+    let spread: Vec<_> = rows("robustness.csv")
+        .into_iter()
+        .filter(|r| &r[2] == finding)
+        .collect();
+    assert_eq!(spread.len(), 2, "one row per task at block 29: {spread:?}");
+    assert!(spread
+        .iter()
+        .all(|r| &r[3] == "29" && &r[4] == "2" && &r[13] == "true"));
+    // The first draw's value is the patching table's; the second draw's is
+    // its own (other k-shot states patched in).
+    let recovery = rows("patching_recovery.csv");
+    let per_draw = rows("robustness_draws.csv");
+    for task in ["linear-regression", "reading-comprehension"] {
+        let value = |draw: &str| -> f64 {
+            per_draw
+                .iter()
+                .find(|r| &r[1] == task && &r[2] == finding && &r[3] == "29" && &r[4] == draw)
+                .unwrap_or_else(|| panic!("{task}: no draw {draw}"))[5]
+                .parse()
+                .expect("number")
+        };
+        let table: f64 = recovery
+            .iter()
+            .find(|r| {
+                &r[1] == task && &r[2] == "replace" && &r[3] == "answer_logprob" && &r[4] == "29"
+            })
+            .unwrap_or_else(|| panic!("{task}: no recovery row"))[6]
+            .parse()
+            .expect("number");
+        assert_eq!(value("0").to_bits(), table.to_bits(), "{task}");
+        assert_ne!(
+            value("1").to_bits(),
+            table.to_bits(),
+            "{task}: the second draw patched its own states"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn one_draw_written_out_is_the_report_without_a_robustness_section() {
     // The reference's cache serves every prompt: the keys are the same.
     // (The copy of its folder forgets the reference's inputs, so that the

@@ -162,6 +162,53 @@ pub(crate) fn gpu_init_failure() -> Option<String> {
     GPU_INIT_FAILURE.lock().ok().and_then(|f| f.clone())
 }
 
+/// One GPU llama.cpp can offload to, and its memory as the driver reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuMemory {
+    pub description: String,
+    pub free: u64,
+    pub total: u64,
+}
+
+/// The GPUs of this build's backends (none in a CPU build).
+pub(crate) fn gpu_memory() -> Vec<GpuMemory> {
+    init_backend();
+    supports_gpu_offload();
+    // SAFETY: pure queries of the backend registry, which init_backend set
+    // up; device handles are static for the life of the process.
+    let count = unsafe { sys::ggml_backend_dev_count() };
+    (0..count)
+        .filter_map(|i| {
+            // SAFETY: `i` is below the device count.
+            let device = unsafe { sys::ggml_backend_dev_get(i) };
+            if device.is_null()
+                // SAFETY: a live device handle.
+                || unsafe { sys::ggml_backend_dev_type(device) } != sys::GGML_BACKEND_DEVICE_TYPE_GPU
+            {
+                return None;
+            }
+            let (mut free, mut total) = (0usize, 0usize);
+            // SAFETY: a live device handle and two writable integers.
+            unsafe { sys::ggml_backend_dev_memory(device, &mut free, &mut total) };
+            // SAFETY: a live device handle; the string lives as long as it.
+            let description = unsafe { sys::ggml_backend_dev_description(device) };
+            let description = if description.is_null() {
+                "GPU".to_string()
+            } else {
+                // SAFETY: non-null, NUL-terminated, owned by the device.
+                unsafe { CStr::from_ptr(description) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            Some(GpuMemory {
+                description,
+                free: free as u64,
+                total: total as u64,
+            })
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // GGUF header check
 // ---------------------------------------------------------------------------

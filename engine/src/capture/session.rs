@@ -47,6 +47,15 @@ pub enum CaptureError {
     NoGpuSupport(i32),
     #[error("--n-gpu-layers {n_gpu_layers} asks for GPU offload, but this CUDA build of the engine finds no GPU here ({reason}): check that `nvidia-smi` lists one and that CUDA_VISIBLE_DEVICES does not hide it, or drop the flag to run on the CPU")]
     NoGpuFound { n_gpu_layers: i32, reason: String },
+    #[error("`{path}` holds {weights_gb:.1} GB of weights and --n-gpu-layers {n_gpu_layers} puts them all on the GPU, but {have} only {free_gb:.1} GB free ({gpus}): pass --n-gpu-layers N to keep part of the model on the CPU (each layer takes about 1/(layers + 1) of the weights), or use a smaller quantization of the model")]
+    GpuTooSmall {
+        path: String,
+        weights_gb: f64,
+        n_gpu_layers: i32,
+        gpus: String,
+        have: &'static str,
+        free_gb: f64,
+    },
     #[error("this engine's llama.cpp was compiled for CPU features this machine lacks ({0}); rebuild it here: `cargo clean -p llama-cpp-sys-2 && cargo build --release` without GGML_AVX512 set")]
     CpuUnsupported(String),
     #[error("the prompt is empty: give some text with --prompt or --prompt-file")]
@@ -88,6 +97,52 @@ impl CaptureError {
             CaptureError::Decode(_) | CaptureError::ContextFailed { .. }
         )
     }
+}
+
+/// Why `--n-gpu-layers` cannot work with these GPUs, checked before llama.cpp
+/// tries (it may abort the process when an allocation fails): every layer
+/// on the GPU (`-1`, or more layers than any model has) with more bytes of
+/// weights than all the GPUs have free. Partial offload is left to
+/// llama.cpp, which needs the model's layer count to place it.
+pub(crate) fn gpu_too_small(
+    path: &Path,
+    weights: u64,
+    n_gpu_layers: i32,
+    gpus: &[llama::GpuMemory],
+) -> Option<CaptureError> {
+    /// More layers than any llama.cpp model has (Llama-2 70B: 80 blocks):
+    /// llama.cpp then offloads every layer, as with -1.
+    const EVERY_LAYER: i32 = 1000;
+    let everything = n_gpu_layers < 0 || n_gpu_layers >= EVERY_LAYER;
+    if !everything || gpus.is_empty() {
+        return None;
+    }
+    let free: u64 = gpus.iter().map(|g| g.free).sum();
+    (weights > free).then(|| {
+        let names: Vec<String> = gpus
+            .iter()
+            .map(|g| {
+                format!(
+                    "{}: {:.1} of {:.1} GB",
+                    g.description,
+                    g.free as f64 / 1e9,
+                    g.total as f64 / 1e9
+                )
+            })
+            .collect();
+        CaptureError::GpuTooSmall {
+            path: path.display().to_string(),
+            weights_gb: weights as f64 / 1e9,
+            n_gpu_layers,
+            gpus: names.join(", "),
+            have: if gpus.len() == 1 {
+                "the GPU has"
+            } else {
+                "the GPUs have"
+            },
+            free_gb: free as f64 / 1e9,
+        }
+    })
 }
 
 /// The recipe of a capture that recomputes nothing.
@@ -190,6 +245,14 @@ impl Model {
         }
         let summary = check_gguf_file(&path)?;
         let file_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if let Some(refusal) = gpu_too_small(
+            &path,
+            summary.expected_len,
+            options.n_gpu_layers,
+            &llama::gpu_memory(),
+        ) {
+            return Err(refusal);
+        }
         let inner = LlamaModel::load(&path, options.n_gpu_layers).map_err(|problems| {
             let unknown_arch = problems
                 .iter()
@@ -1115,7 +1178,8 @@ pub(crate) fn argmax(logits: &[f32]) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{argmax, greedy_choice, GreedyChoice};
+    use super::{argmax, gpu_too_small, greedy_choice, llama, GreedyChoice};
+    use std::path::Path;
 
     #[test]
     fn the_gap_is_the_largest_logit_minus_the_second() {
@@ -1175,6 +1239,44 @@ mod tests {
             greedy_choice(&logits).gap.to_bits(),
             (logits[0] - logits[2]).to_bits()
         );
+    }
+
+    #[test]
+    fn a_model_larger_than_the_gpus_free_memory_is_refused_only_when_every_layer_goes_there() {
+        let gpu = |free: u64| llama::GpuMemory {
+            description: "NVIDIA H200".into(),
+            free,
+            total: 150_000_000_000,
+        };
+        let path = Path::new("llama-70b.Q4_0.gguf");
+        let weights = 38_900_000_000;
+        let message = gpu_too_small(path, weights, -1, &[gpu(20_000_000_000)])
+            .expect("refused")
+            .to_string();
+        assert!(
+            message.contains("`llama-70b.Q4_0.gguf` holds 38.9 GB of weights")
+                && message
+                    .contains("the GPU has only 20.0 GB free (NVIDIA H200: 20.0 of 150.0 GB)")
+                && message.contains("--n-gpu-layers N"),
+            "{message}"
+        );
+        assert!(gpu_too_small(path, weights, 9999, &[gpu(20_000_000_000)]).is_some());
+        let two = [gpu(20_000_000_000), gpu(20_000_000_000)];
+        assert!(
+            gpu_too_small(path, weights, -1, &two).is_none(),
+            "two GPUs hold it"
+        );
+        assert!(
+            gpu_too_small(path, weights, 40, &[gpu(1)]).is_none(),
+            "part of it: llama.cpp places it"
+        );
+        assert!(gpu_too_small(path, weights, 0, &[gpu(1)]).is_none());
+        assert!(
+            gpu_too_small(path, weights, -1, &[]).is_none(),
+            "a CPU build has no GPU"
+        );
+        let error = gpu_too_small(path, weights, -1, &[gpu(1)]).expect("refused");
+        assert!(error.is_bad_input());
     }
 
     #[test]

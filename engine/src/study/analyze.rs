@@ -275,12 +275,22 @@ pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResult
             )?;
             let correlated = correlate(experiment, run, t, 0, &zero, &k, &mut results)?;
             if draws > 1 {
+                // The task's patching in draw `d`, where patching ran.
+                let patching_in = |d: usize| {
+                    let patching = run.patching.as_ref()?;
+                    let tasks = match d {
+                        0 => &patching.tasks,
+                        d => patching.later_draws.get(d - 1)?,
+                    };
+                    tasks.iter().find(|tp| tp.task == t)
+                };
                 let mut findings = vec![super::robustness::findings(
                     experiment,
                     t,
                     &zero,
                     &k,
                     &correlated,
+                    patching_in(0),
                 )];
                 for draw in 1..draws {
                     // Later draws' tables and arrays are not kept: only
@@ -298,6 +308,7 @@ pub fn analyze(experiment: &Experiment, runs: &[ModelRun]) -> Result<StudyResult
                         &zero,
                         &k,
                         &correlated,
+                        patching_in(draw),
                     ));
                 }
                 super::robustness::record(experiment, run, t, &findings, &mut results);
@@ -819,19 +830,25 @@ fn categories(instances: &[&crate::experiment::Instance], name: &str) -> (Vec<us
     (labels, distinct.len())
 }
 
-/// The patching arrays, tables and manifest entry of one model's task:
-/// every run's measures, the references, and the recovered fraction per
-/// method, measure and layer with its bootstrap interval over targets.
-fn patching_results(
+/// One recovered fraction of a task's patching: a method, a measure and a
+/// patched layer (indices into `PATCHING_METHODS`, `PATCHING_MEASURES` and
+/// the task's patched layers), over `n` targets.
+pub(super) struct RecoveryCell {
+    pub method: usize,
+    pub measure: usize,
+    pub layer_index: usize,
+    pub recovery: crate::analysis::patching::Recovery,
+    pub n: usize,
+}
+
+/// Every run's measures of one task's patching: each target's unpatched
+/// 0-shot and k-shot values, and `[method, layer, target, measure]` of the
+/// patched runs (NaN where a method did not run).
+fn patch_measures(
     experiment: &Experiment,
-    run: &ModelRun,
     tp: &super::patching::TaskPatching,
-    results: &mut StudyResults,
-) {
-    use crate::analysis::patching::{recovered_fraction, recovery_fields};
-    use crate::analysis::resample::named_rng;
-    use viewer::bundle::{PatchingEntry, PATCHING_MEASURES, PATCHING_METHODS, RECOVERY_FIELDS};
-    let task = &experiment.tasks[tp.task];
+) -> (Vec<[f64; 3]>, Vec<[f64; 3]>, Tensor) {
+    use viewer::bundle::{PATCHING_MEASURES, PATCHING_METHODS};
     let (n_methods, n_layers, n_targets, n_measures) = (
         PATCHING_METHODS.len(),
         tp.layers.len(),
@@ -846,16 +863,6 @@ fn patching_results(
     let k: Vec<[f64; 3]> = (0..n_targets)
         .map(|t| measures_of(&tp.k_shot[t], t))
         .collect();
-    let reference = results.array(
-        model_array(&run.name, &task.name, "patching_reference"),
-        &[2, n_targets, n_measures],
-    );
-    for t in 0..n_targets {
-        for q in 0..n_measures {
-            reference.set(&[0, t, q], zero[t][q]);
-            reference.set(&[1, t, q], k[t][q]);
-        }
-    }
     let mut patched = Tensor::nan(&[n_methods, n_layers, n_targets, n_measures]);
     for m in 0..n_methods {
         for li in 0..n_layers {
@@ -868,21 +875,32 @@ fn patching_results(
             }
         }
     }
+    (zero, k, patched)
+}
+
+/// The recovered fraction of every method that ran, measure and patched
+/// layer of one task's patching, with its bootstrap interval over targets
+/// (cells without a complete target are left out).
+pub(super) fn patching_recoveries(
+    experiment: &Experiment,
+    tp: &super::patching::TaskPatching,
+) -> Vec<RecoveryCell> {
+    use crate::analysis::patching::recovered_fraction;
+    use crate::analysis::resample::named_rng;
+    use viewer::bundle::{PATCHING_MEASURES, PATCHING_METHODS};
+    let task = &experiment.tasks[tp.task];
     let options = &experiment.file.analysis;
-    let mut recovery = Tensor::nan(&[n_methods, n_measures, n_layers, RECOVERY_FIELDS.len()]);
-    if results.patching_recovery.header.is_empty() {
-        results.patching_recovery = Table::new(&super::patching::recovery_table_header());
-        results.patching = Table::new(&super::patching::patching_table_header());
-    }
+    let (zero, k, patched) = patch_measures(experiment, tp);
+    let mut cells = Vec::new();
     for (m, runs) in tp.patched.iter().enumerate() {
         if runs.iter().all(|layer| layer.iter().all(Option::is_none)) {
             continue;
         }
-        for q in 0..n_measures {
+        for q in 0..PATCHING_MEASURES.len() {
             let z: Vec<f64> = zero.iter().map(|v| v[q]).collect();
             let kk: Vec<f64> = k.iter().map(|v| v[q]).collect();
             for (li, &layer) in tp.layers.iter().enumerate() {
-                let p: Vec<f64> = (0..n_targets)
+                let p: Vec<f64> = (0..tp.targets.len())
                     .map(|t| patched.get(&[m, li, t, q]))
                     .collect();
                 let mut rng = named_rng(
@@ -892,7 +910,7 @@ fn patching_results(
                         task.name, PATCHING_METHODS[m], PATCHING_MEASURES[q]
                     ),
                 );
-                let (r, n) = recovered_fraction(
+                let (recovery, n) = recovered_fraction(
                     &p,
                     &z,
                     &kk,
@@ -900,24 +918,71 @@ fn patching_results(
                     options.confidence,
                     &mut rng,
                 );
-                if n == 0 {
-                    continue;
+                if n > 0 {
+                    cells.push(RecoveryCell {
+                        method: m,
+                        measure: q,
+                        layer_index: li,
+                        recovery,
+                        n,
+                    });
                 }
-                for (f, value) in recovery_fields(&r).into_iter().enumerate() {
-                    recovery.set(&[m, q, li, f], value);
-                }
-                let mut row = vec![
-                    run.name.clone(),
-                    task.name.clone(),
-                    PATCHING_METHODS[m].to_string(),
-                    PATCHING_MEASURES[q].to_string(),
-                    layer.to_string(),
-                    n.to_string(),
-                ];
-                row.extend(recovery_fields(&r).into_iter().map(num));
-                results.patching_recovery.push(row);
             }
         }
+    }
+    cells
+}
+
+/// The patching arrays, tables and manifest entry of one model's task:
+/// every run's measures, the references, and the recovered fraction per
+/// method, measure and layer with its bootstrap interval over targets.
+fn patching_results(
+    experiment: &Experiment,
+    run: &ModelRun,
+    tp: &super::patching::TaskPatching,
+    results: &mut StudyResults,
+) {
+    use crate::analysis::patching::recovery_fields;
+    use viewer::bundle::{PatchingEntry, PATCHING_MEASURES, PATCHING_METHODS, RECOVERY_FIELDS};
+    let task = &experiment.tasks[tp.task];
+    let (n_methods, n_layers, n_targets, n_measures) = (
+        PATCHING_METHODS.len(),
+        tp.layers.len(),
+        tp.targets.len(),
+        PATCHING_MEASURES.len(),
+    );
+    let (zero, k, patched) = patch_measures(experiment, tp);
+    let reference = results.array(
+        model_array(&run.name, &task.name, "patching_reference"),
+        &[2, n_targets, n_measures],
+    );
+    for t in 0..n_targets {
+        for q in 0..n_measures {
+            reference.set(&[0, t, q], zero[t][q]);
+            reference.set(&[1, t, q], k[t][q]);
+        }
+    }
+    let options = &experiment.file.analysis;
+    let mut recovery = Tensor::nan(&[n_methods, n_measures, n_layers, RECOVERY_FIELDS.len()]);
+    if results.patching_recovery.header.is_empty() {
+        results.patching_recovery = Table::new(&super::patching::recovery_table_header());
+        results.patching = Table::new(&super::patching::patching_table_header());
+    }
+    for cell in patching_recoveries(experiment, tp) {
+        let (m, q, li) = (cell.method, cell.measure, cell.layer_index);
+        for (f, value) in recovery_fields(&cell.recovery).into_iter().enumerate() {
+            recovery.set(&[m, q, li, f], value);
+        }
+        let mut row = vec![
+            run.name.clone(),
+            task.name.clone(),
+            PATCHING_METHODS[m].to_string(),
+            PATCHING_MEASURES[q].to_string(),
+            tp.layers[li].to_string(),
+            cell.n.to_string(),
+        ];
+        row.extend(recovery_fields(&cell.recovery).into_iter().map(num));
+        results.patching_recovery.push(row);
     }
     results
         .arrays

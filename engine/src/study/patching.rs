@@ -14,6 +14,10 @@
 //!   never leaks in);
 //! - `task-vector-control`: a random vector of the task vector's norm added.
 //!
+//! With several demonstration draws (`[robustness] draws`), every draw's
+//! k-shot states are patched in turn, so that the recovered fraction has a
+//! spread across draws like every other finding.
+//!
 //! Each target's runs are cached under a key of everything they depend on
 //! (the model, the prompt, the answer, every patch vector's bytes, the
 //! options), so an interrupted run resumes and a finished one re-renders
@@ -95,7 +99,11 @@ pub struct TaskPatching {
 /// The patching results of one model.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelPatching {
+    /// The first draw's patching, per task (the report's tables and figures).
     pub tasks: Vec<TaskPatching>,
+    /// `[draw − 1][task]`: the later draws' patching, for the comparison
+    /// across draws (empty with one draw).
+    pub later_draws: Vec<Vec<TaskPatching>>,
     /// Patched runs in all (targets × layers × methods, plus references).
     pub runs: usize,
     /// Of those, the ones run now (the rest came from the cache).
@@ -215,12 +223,13 @@ fn task_states<'r>(
     experiment: &Experiment,
     records: &'r [PromptRecord],
     task: usize,
+    draw: usize,
     layers: &[usize],
     n_embd: usize,
 ) -> Result<TaskStates<'r>, CaptureError> {
     let shots = experiment.tasks[task].shots;
     let zero = super::behavior::state_records(experiment, records, task, 0);
-    let k = super::behavior::state_records(experiment, records, task, shots);
+    let k = super::behavior::draw_records(experiment, records, task, shots, draw);
     let targets: Vec<usize> = zero
         .iter()
         .map(|r| experiment.prompts[r.prompt].target)
@@ -325,10 +334,11 @@ pub struct PatchingContext {
 }
 
 /// Runs (or reads from the cache) every patched run of every task of one
-/// model (`n_layer` blocks of width `n_embd`). `model` is needed only when
+/// model (`n_layer` blocks of width `n_embd`), in every demonstration draw. `model` is needed only when
 /// something is not cached: without it, the first missing run returns
 /// `Ok(None)`, and the caller loads the model and calls again.
-/// `progress` ticks once per target and notes a line per task.
+/// `progress` ticks once per target and draw, and notes a line per task
+/// and draw.
 #[allow(clippy::too_many_arguments)]
 pub fn patch_model(
     experiment: &Experiment,
@@ -346,9 +356,10 @@ pub fn patch_model(
         return Ok(Some(out));
     }
     let layers = experiment.patching_layers(n_layer)?;
+    let draws = experiment.file.robustness.variants();
     let mut runner: Option<PatchRunner<'_>> = None;
-    for task in 0..experiment.tasks.len() {
-        let states = task_states(experiment, records, task, &layers, n_embd)?;
+    for (draw, task) in (0..draws).flat_map(|d| (0..experiment.tasks.len()).map(move |t| (d, t))) {
+        let states = task_states(experiment, records, task, draw, &layers, n_embd)?;
         let n_targets = states.targets.len();
         let mut result = TaskPatching {
             task,
@@ -440,15 +451,27 @@ pub fn patch_model(
         }
         out.runs_now += now;
         if let Some(p) = progress.as_mut() {
+            let which = if draws > 1 {
+                format!(" (draw {} of {draws})", draw + 1)
+            } else {
+                String::new()
+            };
             p.note(&format!(
-                "patched task `{}`: {n_targets} targets × {} layers, {} runs ({now} now) in {}",
+                "patched task `{}`{which}: {n_targets} targets × {} layers, {} runs ({now} now) in {}",
                 experiment.tasks[task].name,
                 layers.len(),
                 result.patched.iter().flatten().flatten().flatten().count() + n_targets,
                 crate::progress::duration(task_started.elapsed().as_secs_f64())
             ));
         }
-        out.tasks.push(result);
+        if draw == 0 {
+            out.tasks.push(result);
+        } else {
+            if out.later_draws.len() < draw {
+                out.later_draws.push(Vec::new());
+            }
+            out.later_draws[draw - 1].push(result);
+        }
     }
     out.seconds = started.elapsed().as_secs_f64();
     Ok(Some(out))

@@ -3,16 +3,17 @@
 //! beside the bootstrap interval within each draw.
 //!
 //! The 0-shot prompts are shared by every draw, so each draw's finding is
-//! its k-shot state against the same 0-shot state. Patching runs on the
-//! first draw only.
+//! its k-shot state against the same 0-shot state. Patching runs in every
+//! draw (each draw's k-shot states patched into the same 0-shot prompts).
 
-use super::analyze::{Correlated, ModelRun, StateMeasures, StudyResults};
+use super::analyze::{patching_recoveries, Correlated, ModelRun, StateMeasures, StudyResults};
 use super::export::{num, Table};
+use super::patching::TaskPatching;
 use crate::analysis::draws::{between_draw_spread, paired_change_interval, DrawSpread};
 use crate::analysis::resample::{derive_seed, named_stream};
 use crate::analysis::stats::bootstrap_mean_interval;
 use crate::experiment::{Experiment, Scoring};
-use viewer::bundle::{model_array, Tensor};
+use viewer::bundle::{model_array, Tensor, PATCHING_MEASURES, PATCHING_METHODS};
 
 /// A value and its bootstrap interval within one draw (NaN when the
 /// finding has none, such as a cross-validated probe score).
@@ -51,7 +52,19 @@ pub(super) struct DrawFindings {
     probe: Vec<Vec<f64>>,
     /// Per measure: Pearson r of its change with the behaviour's, per layer.
     correlation: Vec<(String, Vec<f64>)>,
+    /// Per patching method of [`PATCHING_HEADLINE_METHODS`] that ran: the
+    /// recovered fraction of the k-shot gain in the answer's
+    /// log-probability at each patched block `(block, fraction)`.
+    patching: Vec<(usize, Vec<(usize, Within)>)>,
 }
+
+/// The patching methods whose recovery is a finding (their controls are
+/// expected to recover nothing; their numbers stay in `patching_recovery`).
+const PATCHING_HEADLINE_METHODS: [&str; 2] = ["replace", "task-vector"];
+
+/// The patching measure of the findings: the teacher-forced log-probability
+/// of the whole answer, the one the report's sentences quote.
+const PATCHING_HEADLINE_MEASURE: &str = "answer_logprob";
 
 fn mean_finite(values: &[f64]) -> f64 {
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
@@ -63,13 +76,14 @@ fn mean_finite(values: &[f64]) -> f64 {
 }
 
 /// The findings of one draw: its k-shot state `k` against the shared
-/// 0-shot state `zero`.
+/// 0-shot state `zero`, and the draw's patching of the task, if any.
 pub(super) fn findings(
     experiment: &Experiment,
     t: usize,
     zero: &StateMeasures,
     k: &StateMeasures,
     correlated: &Correlated,
+    patching: Option<&TaskPatching>,
 ) -> DrawFindings {
     let task = &experiment.tasks[t];
     let options = &experiment.file.analysis;
@@ -145,7 +159,46 @@ pub(super) fn findings(
         attention,
         probe,
         correlation: correlated.pearson.clone(),
+        patching: patching
+            .map(|tp| patching_findings(experiment, tp))
+            .unwrap_or_default(),
     }
+}
+
+/// The recovered fraction of each headline method at each patched block,
+/// with its bootstrap interval over targets.
+fn patching_findings(
+    experiment: &Experiment,
+    tp: &TaskPatching,
+) -> Vec<(usize, Vec<(usize, Within)>)> {
+    let cells = patching_recoveries(experiment, tp);
+    let Some(measure) = PATCHING_MEASURES
+        .iter()
+        .position(|&m| m == PATCHING_HEADLINE_MEASURE)
+    else {
+        return Vec::new();
+    };
+    PATCHING_METHODS
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| PATCHING_HEADLINE_METHODS.contains(name))
+        .filter_map(|(m, _)| {
+            let per_layer: Vec<(usize, Within)> = cells
+                .iter()
+                .filter(|c| c.method == m && c.measure == measure)
+                .map(|c| {
+                    let r = &c.recovery;
+                    let within = Within {
+                        value: r.fraction,
+                        low: r.ci_low,
+                        high: r.ci_high,
+                    };
+                    (tp.layers[c.layer_index], within)
+                })
+                .collect();
+            (!per_layer.is_empty()).then_some((m, per_layer))
+        })
+        .collect()
 }
 
 /// The header of `robustness_draws.csv`.
@@ -289,6 +342,37 @@ pub(super) fn record(
             })
             .collect();
         families.push((series, Headline::Strongest));
+    }
+    // Patching: a method's family only where every draw patched the same
+    // blocks with it (a draw without a complete target has no fraction).
+    for (m, first) in draws.first().map_or(&[][..], |d| &d.patching[..]) {
+        let blocks: Vec<usize> = first.iter().map(|(block, _)| *block).collect();
+        let per_draw: Option<Vec<&Vec<(usize, Within)>>> = draws
+            .iter()
+            .map(|d| {
+                d.patching
+                    .iter()
+                    .find(|(other, _)| other == m)
+                    .map(|(_, cells)| cells)
+                    .filter(|cells| cells.iter().map(|(b, _)| *b).eq(blocks.iter().copied()))
+            })
+            .collect();
+        let Some(per_draw) = per_draw else {
+            continue;
+        };
+        let series = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, block)| Series {
+                finding: format!(
+                    "patching recovery: {} (answer log-probability)",
+                    PATCHING_METHODS[*m]
+                ),
+                layer: block.to_string(),
+                per_draw: per_draw.iter().map(|cells| cells[i].1).collect(),
+            })
+            .collect();
+        families.push((series, Headline::Largest));
     }
 
     let mut headlines: Vec<(String, DrawSpread, Vec<Within>)> = Vec::new();

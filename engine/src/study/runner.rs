@@ -473,8 +473,9 @@ fn patch_through_cache(
     };
     let tokenized = tokenize_all(&model, experiment)?;
     let started = Instant::now();
-    // One tick per target (its 0-shot prompt).
-    let targets = experiment.prompts.iter().filter(|p| p.shots == 0).count();
+    // One tick per target (its 0-shot prompt) and demonstration draw.
+    let targets = experiment.prompts.iter().filter(|p| p.shots == 0).count()
+        * experiment.file.robustness.variants();
     let mut progress = Progress::new(
         job.progress,
         format!("patch {}", job.name),
