@@ -113,7 +113,7 @@ pub(crate) fn gpu_too_small(
     /// More layers than any llama.cpp model has (Llama-2 70B: 80 blocks):
     /// llama.cpp then offloads every layer, as with -1.
     const EVERY_LAYER: i32 = 1000;
-    let everything = n_gpu_layers < 0 || n_gpu_layers >= EVERY_LAYER;
+    let everything = !(0..EVERY_LAYER).contains(&n_gpu_layers);
     if !everything || gpus.is_empty() {
         return None;
     }
