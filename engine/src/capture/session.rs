@@ -245,13 +245,16 @@ impl Model {
         }
         let summary = check_gguf_file(&path)?;
         let file_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if let Some(refusal) = gpu_too_small(
-            &path,
-            summary.expected_len,
-            options.n_gpu_layers,
-            &llama::gpu_memory(),
-        ) {
-            return Err(refusal);
+        // Asking a GPU for its memory starts its driver: only when offloading.
+        if options.n_gpu_layers != 0 {
+            if let Some(refusal) = gpu_too_small(
+                &path,
+                summary.expected_len,
+                options.n_gpu_layers,
+                &llama::gpu_memory(),
+            ) {
+                return Err(refusal);
+            }
         }
         let inner = LlamaModel::load(&path, options.n_gpu_layers).map_err(|problems| {
             let unknown_arch = problems
@@ -614,7 +617,6 @@ impl<'m> Session<'m> {
         &self.last_logits
     }
 
-    /// The options this session was created with.
     /// What the capture has taken out of llama.cpp's graph so far: nodes
     /// observed (graph splits; device synchronisations on a GPU), copies and
     /// bytes. The difference over one capture is its cost in transfers.
@@ -622,6 +624,7 @@ impl<'m> Session<'m> {
         self.ctx.transfers()
     }
 
+    /// The options this session was created with.
     pub fn options(&self) -> &ContextOptions {
         &self.options
     }

@@ -885,12 +885,23 @@ pub(super) fn patching_recoveries(
     experiment: &Experiment,
     tp: &super::patching::TaskPatching,
 ) -> Vec<RecoveryCell> {
+    let (zero, k, patched) = patch_measures(experiment, tp);
+    recoveries_of_measures(experiment, tp, &zero, &k, &patched)
+}
+
+/// [`patching_recoveries`] from the measures [`patch_measures`] gave.
+fn recoveries_of_measures(
+    experiment: &Experiment,
+    tp: &super::patching::TaskPatching,
+    zero: &[[f64; 3]],
+    k: &[[f64; 3]],
+    patched: &Tensor,
+) -> Vec<RecoveryCell> {
     use crate::analysis::patching::recovered_fraction;
     use crate::analysis::resample::named_rng;
     use viewer::bundle::{PATCHING_MEASURES, PATCHING_METHODS};
     let task = &experiment.tasks[tp.task];
     let options = &experiment.file.analysis;
-    let (zero, k, patched) = patch_measures(experiment, tp);
     let mut cells = Vec::new();
     for (m, runs) in tp.patched.iter().enumerate() {
         if runs.iter().all(|layer| layer.iter().all(Option::is_none)) {
@@ -968,7 +979,7 @@ fn patching_results(
         results.patching_recovery = Table::new(&super::patching::recovery_table_header());
         results.patching = Table::new(&super::patching::patching_table_header());
     }
-    for cell in patching_recoveries(experiment, tp) {
+    for cell in recoveries_of_measures(experiment, tp, &zero, &k, &patched) {
         let (m, q, li) = (cell.method, cell.measure, cell.layer_index);
         for (f, value) in recovery_fields(&cell.recovery).into_iter().enumerate() {
             recovery.set(&[m, q, li, f], value);
